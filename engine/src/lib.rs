@@ -1,0 +1,12 @@
+//! Ciclo's engine: the process language, its validation, the pure state machine, the stores
+//! and the runtime that drives instances. It does no network I/O: connectors come in through
+//! the `Connector` trait.
+
+pub mod diagnostics;
+pub mod expr;
+pub mod model;
+pub mod schedule;
+pub mod store;
+pub mod value;
+
+pub use value::{Value, Vars};

@@ -1,0 +1,262 @@
+//! Durable state behind one narrow interface: the records the runtime keeps, an atomic batch of
+//! changes, and the queries the runtime needs. Two implementations pass one conformance suite
+//! (`conformance`): `memory` (tests, benchmarks) and `sled` (the embedded default). A
+//! PostgreSQL store comes later; the trait asks nothing a SQL table with indexes cannot answer,
+//! and job acquisition is a separate call so it can become `FOR UPDATE SKIP LOCKED` with leases.
+//!
+//! The store knows nothing of the state machine: an instance's state is an opaque byte string
+//! (`InstanceRecord::state`) next to the few fields that are queried.
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::value::Vars;
+
+pub type InstanceId = Uuid;
+
+/// A store failure. Not a user's mistake: the server answers 5xx and the operator looks.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store I/O: {0}")]
+    Io(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the data folder {0} is in use by another process")]
+    Locked(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A deployed version of a process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRecord {
+    pub process: String,
+    /// 1, 2, 3... per process.
+    pub version: u32,
+    /// The YAML as deployed.
+    pub source: String,
+    /// The file name it came from.
+    pub file: String,
+    pub deployed_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum InstanceStatus {
+    Active,
+    Completed,
+    /// Ended by an error end event nobody caught, or by an unrecoverable problem.
+    Failed,
+    Terminated,
+    Cancelled,
+}
+
+impl InstanceStatus {
+    pub fn is_finished(self) -> bool {
+        !matches!(self, InstanceStatus::Active)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    pub id: InstanceId,
+    pub process: String,
+    pub version: u32,
+    pub business_key: Option<String>,
+    pub status: InstanceStatus,
+    pub started_at: Timestamp,
+    pub ended_at: Option<Timestamp>,
+    /// The state machine's state, encoded by the engine.
+    pub state: Vec<u8>,
+}
+
+/// A pending timer. Identified by `(instance, timer)`; listed by `due`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimerRecord {
+    pub instance: InstanceId,
+    pub timer: u64,
+    pub due: Timestamp,
+    /// What the timer is for, for people (`reminder on approve`).
+    pub label: String,
+}
+
+/// A job: one call of a connector for a service or send task. Identified by
+/// `(instance, job)`. `key` is the idempotency key, the same on every attempt.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    pub instance: InstanceId,
+    pub job: u64,
+    /// Attempt number, from 1.
+    pub attempt: u32,
+    pub connector: String,
+    pub operation: String,
+    pub key: String,
+    pub input: Vars,
+    /// Not to be run before this instant (backoff).
+    pub due: Timestamp,
+    /// Taken by a worker until this instant (`None`: free).
+    pub locked_until: Option<Timestamp>,
+    pub locked_by: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// A user task waiting for a person. Identified by `(instance, task)`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub instance: InstanceId,
+    pub task: u64,
+    pub process: String,
+    pub step: String,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub candidates: Vec<String>,
+    pub created_at: Timestamp,
+    pub due: Option<Timestamp>,
+}
+
+/// An instance waiting for a message `name` with correlation `key`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRecord {
+    pub name: String,
+    pub key: String,
+    pub instance: InstanceId,
+    pub subscription: u64,
+    pub created_at: Timestamp,
+}
+
+/// A message that arrived before anyone waited for it, kept until `expires_at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// Store-assigned sequence, for ordering and deletion.
+    pub seq: u64,
+    pub id: Option<String>,
+    pub name: String,
+    pub key: String,
+    pub vars: Vars,
+    pub received_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// A job whose retries ran out, or another problem a person must look at.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct IncidentRecord {
+    pub instance: InstanceId,
+    pub incident: u64,
+    pub step: String,
+    pub job: Option<u64>,
+    pub error: String,
+    pub created_at: Timestamp,
+}
+
+/// One line of an instance's audit log.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryRecord {
+    pub instance: InstanceId,
+    /// Per-instance sequence from 1.
+    pub seq: u64,
+    pub at: Timestamp,
+    /// Who did it: a user name, `system`, `timer`, a connector.
+    pub actor: String,
+    /// What happened (`started`, `step-entered`, `task-completed`, ...).
+    pub what: String,
+    pub step: Option<String>,
+    pub detail: String,
+}
+
+/// One change. A `Batch` of them is applied atomically.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    PutDefinition(DefinitionRecord),
+    PutInstance(InstanceRecord),
+    PutTimer(TimerRecord),
+    DeleteTimer { instance: InstanceId, timer: u64 },
+    PutJob(JobRecord),
+    DeleteJob { instance: InstanceId, job: u64 },
+    PutTask(TaskRecord),
+    DeleteTask { instance: InstanceId, task: u64 },
+    PutSubscription(SubscriptionRecord),
+    DeleteSubscription { instance: InstanceId, subscription: u64 },
+    /// Buffers a message; the store assigns `seq` (the value given is ignored).
+    PutMessage(MessageRecord),
+    DeleteMessage { seq: u64 },
+    /// Remembers a message id until `until`, so a repeat is ignored.
+    PutMessageId { id: String, until: Timestamp },
+    PutIncident(IncidentRecord),
+    DeleteIncident { instance: InstanceId, incident: u64 },
+    AppendHistory(HistoryRecord),
+    /// Maps an idempotency key of a request (for example a start with a business key) to the
+    /// instance it created.
+    PutRequestKey { key: String, instance: InstanceId },
+}
+
+/// Changes applied all together or not at all.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// Which instances to list.
+#[derive(Clone, Debug, Default)]
+pub struct InstanceFilter {
+    pub process: Option<String>,
+    pub status: Option<InstanceStatus>,
+    pub business_key: Option<String>,
+    /// Only ids greater than this (cursor pagination, ids are time-ordered v7 UUIDs).
+    pub after: Option<InstanceId>,
+    pub limit: usize,
+}
+
+/// The store interface. Every method is blocking; the runtime calls it from blocking threads.
+pub trait Store: Send + Sync + 'static {
+    /// Applies `batch` atomically. Returns only once the batch is durable (for a durable
+    /// store); concurrent callers share one flush (group commit).
+    fn commit(&self, batch: Batch) -> Result<()>;
+
+    fn definitions(&self) -> Result<Vec<DefinitionRecord>>;
+    fn definition(&self, process: &str, version: u32) -> Result<Option<DefinitionRecord>>;
+
+    fn instance(&self, id: InstanceId) -> Result<Option<InstanceRecord>>;
+    /// Instances in id order (oldest first), filtered.
+    fn instances(&self, filter: &InstanceFilter) -> Result<Vec<InstanceRecord>>;
+    /// Removes finished instances that ended before `before`, with everything they own
+    /// (history, timers, tasks...). Returns how many were removed.
+    fn remove_finished(&self, before: Timestamp) -> Result<usize>;
+
+    /// Timers due at or before `until`, earliest first, at most `limit`.
+    fn due_timers(&self, until: Timestamp, limit: usize) -> Result<Vec<TimerRecord>>;
+    /// The earliest pending timer, if any (to know how long to sleep).
+    fn next_timer(&self) -> Result<Option<TimerRecord>>;
+    fn timers_of(&self, instance: InstanceId) -> Result<Vec<TimerRecord>>;
+
+    fn job(&self, instance: InstanceId, job: u64) -> Result<Option<JobRecord>>;
+    /// Jobs that are due at `now` and not locked (or whose lock expired), earliest first.
+    fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<JobRecord>>;
+    fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>>;
+
+    fn task(&self, instance: InstanceId, task: u64) -> Result<Option<TaskRecord>>;
+    /// All open tasks, in creation order, at most `limit`.
+    fn tasks(&self, limit: usize) -> Result<Vec<TaskRecord>>;
+
+    fn subscriptions(&self, name: &str, key: &str) -> Result<Vec<SubscriptionRecord>>;
+    /// Buffered messages for `(name, key)` in arrival order (expired ones included: the
+    /// caller checks `expires_at`).
+    fn messages(&self, name: &str, key: &str) -> Result<Vec<MessageRecord>>;
+    /// Whether a message id was seen and is still remembered at `now`.
+    fn message_id_seen(&self, id: &str, now: Timestamp) -> Result<bool>;
+
+    fn incidents(&self) -> Result<Vec<IncidentRecord>>;
+    fn incidents_of(&self, instance: InstanceId) -> Result<Vec<IncidentRecord>>;
+
+    fn history(&self, instance: InstanceId) -> Result<Vec<HistoryRecord>>;
+
+    fn request_key(&self, key: &str) -> Result<Option<InstanceId>>;
+}

@@ -1,0 +1,150 @@
+//! Values of process variables and expressions: decimals, never binary floats.
+
+use std::collections::BTreeMap;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// The variables of an instance or a scope, by name.
+pub type Vars = BTreeMap<String, Value>;
+
+/// A value a process variable or an expression can hold.
+///
+/// Numbers are `rust_decimal::Decimal`, so `0.1 + 0.2 == 0.3`. Dates are calendar dates
+/// (`2025-03-31`), instants are points in time (`2025-03-31T09:00:00Z`), durations are ISO 8601
+/// spans (`P1D`, `PT2H`) that keep calendar units apart from hours.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub enum Value {
+    #[default]
+    Null,
+    Bool(bool),
+    Number(Decimal),
+    String(String),
+    List(Vec<Value>),
+    Map(BTreeMap<String, Value>),
+    Date(jiff::civil::Date),
+    Instant(jiff::Timestamp),
+    Duration(jiff::Span),
+}
+
+impl PartialEq for Value {
+    fn eq(&self, other: &Self) -> bool {
+        use Value::*;
+        match (self, other) {
+            (Null, Null) => true,
+            (Bool(a), Bool(b)) => a == b,
+            (Number(a), Number(b)) => a == b,
+            (String(a), String(b)) => a == b,
+            (List(a), List(b)) => a == b,
+            (Map(a), Map(b)) => a == b,
+            (Date(a), Date(b)) => a == b,
+            (Instant(a), Instant(b)) => a == b,
+            (Duration(a), Duration(b)) => a.fieldwise() == b.fieldwise(),
+            _ => false,
+        }
+    }
+}
+
+impl Value {
+    /// The name of this value's type, as analysts read it in error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "boolean",
+            Value::Number(_) => "number",
+            Value::String(_) => "string",
+            Value::List(_) => "list",
+            Value::Map(_) => "map",
+            Value::Date(_) => "date",
+            Value::Instant(_) => "instant",
+            Value::Duration(_) => "duration",
+        }
+    }
+
+    /// Reads a JSON value. Numbers keep every digit (serde_json's `arbitrary_precision`), so
+    /// `19.99` is the decimal 19.99. Strings stay strings: JSON has no date type.
+    pub fn from_json(json: serde_json::Value) -> Value {
+        match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(b),
+            serde_json::Value::Number(n) => {
+                let text = n.to_string();
+                match text
+                    .parse::<Decimal>()
+                    .or_else(|_| Decimal::from_scientific(&text))
+                {
+                    Ok(d) => Value::Number(d.normalize()),
+                    Err(_) => Value::String(text),
+                }
+            }
+            serde_json::Value::String(s) => Value::String(s),
+            serde_json::Value::Array(items) => {
+                Value::List(items.into_iter().map(Value::from_json).collect())
+            }
+            serde_json::Value::Object(map) => Value::Map(
+                map.into_iter()
+                    .map(|(k, v)| (k, Value::from_json(v)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// Writes this value as JSON: numbers as exact JSON numbers, dates, instants and durations
+    /// as ISO 8601 strings.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Value::Null => serde_json::Value::Null,
+            Value::Bool(b) => serde_json::Value::Bool(*b),
+            Value::Number(d) => serde_json::from_str::<serde_json::Number>(&d.normalize().to_string())
+                .map(serde_json::Value::Number)
+                .unwrap_or_else(|_| serde_json::Value::String(d.to_string())),
+            Value::String(s) => serde_json::Value::String(s.clone()),
+            Value::List(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
+            Value::Map(map) => serde_json::Value::Object(
+                map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
+            ),
+            Value::Date(d) => serde_json::Value::String(d.to_string()),
+            Value::Instant(t) => serde_json::Value::String(t.to_string()),
+            Value::Duration(s) => serde_json::Value::String(s.to_string()),
+        }
+    }
+}
+
+impl From<bool> for Value {
+    fn from(b: bool) -> Self {
+        Value::Bool(b)
+    }
+}
+impl From<Decimal> for Value {
+    fn from(d: Decimal) -> Self {
+        Value::Number(d)
+    }
+}
+impl From<i64> for Value {
+    fn from(i: i64) -> Self {
+        Value::Number(Decimal::from(i))
+    }
+}
+impl From<&str> for Value {
+    fn from(s: &str) -> Self {
+        Value::String(s.to_string())
+    }
+}
+impl From<String> for Value {
+    fn from(s: String) -> Self {
+        Value::String(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_are_exact_decimals() {
+        let v = Value::from_json(serde_json::json!({"a": 0.1, "b": [1, 2.50]}));
+        let Value::Map(m) = &v else { panic!("map expected") };
+        assert_eq!(m["a"], Value::Number("0.1".parse().unwrap()));
+        assert_eq!(v.to_json().to_string(), r#"{"a":0.1,"b":[1,2.5]}"#);
+    }
+}
