@@ -39,6 +39,10 @@ impl Schedule {
         let _ = (after, armed, fired);
         None
     }
+    /// The first fire instant of a timer armed at `armed` (a past date: the date itself).
+    pub fn first_due(&self, armed: Timestamp) -> Option<Timestamp> {
+        Some(armed)
+    }
     /// True when the schedule fires more than once (a cycle or a cron expression).
     pub fn repeats(&self) -> bool {
         false
