@@ -7,6 +7,8 @@ pub mod diagnostics;
 pub mod expr;
 pub mod machine;
 pub mod model;
+pub mod parse;
+pub mod runtime;
 pub mod schedule;
 pub mod store;
 pub mod value;

@@ -1,0 +1,294 @@
+//! The runtime: drives instances over time. `Engine` (in `engine`) is the blocking core, one
+//! durable transaction per call; `Runtime` is the long-running service around it that fires
+//! due timers and runs jobs through connectors, with a `RuntimeHandle` to stop it.
+
+mod engine;
+
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+pub use engine::*;
+
+use crate::store::{InstanceId, JobRecord};
+
+/// Where the engine reads the time. Tests use `ManualClock`, never `sleep`.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(start: Timestamp) -> ManualClock {
+        ManualClock(Mutex::new(start))
+    }
+    pub fn set(&self, to: Timestamp) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = to;
+    }
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        let mut now = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        *now = *now + by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One attempt of a job, as a connector sees it.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub instance: InstanceId,
+    pub job: u64,
+    pub attempt: u32,
+    pub operation: String,
+    /// The idempotency key: the same on every attempt of this job. Connectors pass it on
+    /// (for example as an `Idempotency-Key` header) so the far side can de-duplicate.
+    pub key: String,
+    pub input: crate::value::Vars,
+}
+
+/// A future a connector returns.
+pub type JobFuture = Pin<Box<dyn Future<Output = JobOutcome> + Send>>;
+
+/// Something the engine can call from a service or send task: SMTP, the ERP, e-invoicing...
+/// The engine does no network I/O itself; connectors do, behind this trait.
+pub trait Connector: Send + Sync + 'static {
+    /// Runs one attempt. Technical failures are `JobOutcome::Failed` (retried), business
+    /// answers `JobOutcome::BusinessError` (caught by an error boundary event).
+    fn call(&self, request: JobRequest) -> JobFuture;
+}
+
+/// Connectors by name (`erp`, `email`, ...).
+pub type Connectors = HashMap<String, Arc<dyn Connector>>;
+
+/// Options of the runtime service.
+#[derive(Clone, Debug)]
+pub struct RuntimeOptions {
+    /// How often the loops look for due work when nothing wakes them earlier.
+    pub poll: Duration,
+    /// Jobs taken per look.
+    pub job_batch: usize,
+    /// Timers fired per look.
+    pub timer_batch: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions {
+            poll: Duration::from_millis(200),
+            job_batch: 64,
+            timer_batch: 512,
+        }
+    }
+}
+
+/// The long-running service: fires timers and runs jobs until stopped.
+pub struct Runtime;
+
+/// A handle to a running `Runtime`: cheap to clone; `shutdown` stops it gracefully.
+#[derive(Clone)]
+pub struct RuntimeHandle {
+    engine: Arc<Engine>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl RuntimeHandle {
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Stops taking new work, waits for jobs in flight to be recorded, and returns.
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+impl Runtime {
+    /// Starts the timer and job loops on the current tokio runtime.
+    pub fn spawn(engine: Arc<Engine>, connectors: Connectors, options: RuntimeOptions) -> RuntimeHandle {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let timers = tokio::spawn(timer_loop(engine.clone(), options.clone(), stopped.clone()));
+        let jobs = tokio::spawn(job_loop(engine.clone(), Arc::new(connectors), options, stopped));
+        RuntimeHandle {
+            engine,
+            stop,
+            tasks: Arc::new(Mutex::new(vec![timers, jobs])),
+        }
+    }
+}
+
+async fn timer_loop(engine: Arc<Engine>, options: RuntimeOptions, mut stopped: tokio::sync::watch::Receiver<bool>) {
+    if let Err(e) = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || engine.arm_start_timers()).await
+    }
+    .unwrap_or_else(|e| Err(EngineError::Store(crate::store::StoreError::Io(e.to_string()))))
+    {
+        tracing::error!(error = %e, "arming timer start events failed");
+    }
+    loop {
+        if *stopped.borrow() {
+            return;
+        }
+        let wake = engine.wake.notified();
+        let e = engine.clone();
+        let limit = options.timer_batch;
+        let result = tokio::task::spawn_blocking(move || {
+            let now = e.clock().now();
+            let fired = e.fire_due_timers(now, limit)?;
+            let next = e.store().next_timer()?;
+            Ok::<_, EngineError>((fired, next.map(|t| t.due)))
+        })
+        .await;
+        let pause = match result {
+            Ok(Ok((fired, _))) if fired >= limit => Duration::ZERO,
+            Ok(Ok((_, Some(due)))) => {
+                let now = engine.clock().now();
+                let wait = due.duration_since(now);
+                if wait.is_negative() {
+                    Duration::from_millis(1)
+                } else {
+                    Duration::try_from(wait).unwrap_or(options.poll).min(options.poll)
+                }
+            }
+            Ok(Ok((_, None))) => options.poll,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "firing timers failed");
+                options.poll
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "timer task panicked");
+                options.poll
+            }
+        };
+        if pause.is_zero() {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = wake => {}
+            _ = stopped.changed() => return,
+        }
+    }
+}
+
+async fn job_loop(
+    engine: Arc<Engine>,
+    connectors: Arc<Connectors>,
+    options: RuntimeOptions,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    let in_flight: Arc<Mutex<HashSet<(InstanceId, u64, u32)>>> = Arc::default();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        if *stopped.borrow() {
+            break;
+        }
+        let wake = engine.wake.notified();
+        let e = engine.clone();
+        let limit = options.job_batch;
+        let due = tokio::task::spawn_blocking(move || {
+            let now = e.clock().now();
+            e.store().due_jobs(now, limit)
+        })
+        .await;
+        let jobs = match due {
+            Ok(Ok(jobs)) => jobs,
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "reading due jobs failed");
+                Vec::new()
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "job task panicked");
+                Vec::new()
+            }
+        };
+        let mut started = 0;
+        for job in jobs {
+            let id = (job.instance, job.job, job.attempt);
+            if !in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+                continue;
+            }
+            started += 1;
+            let engine = engine.clone();
+            let connectors = connectors.clone();
+            let in_flight = in_flight.clone();
+            running.spawn(async move {
+                run_job(&engine, &connectors, job).await;
+                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                engine.wake.notify_waiters();
+            });
+        }
+        while running.try_join_next().is_some() {}
+        if started > 0 {
+            continue;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(options.poll) => {}
+            _ = wake => {}
+            _ = stopped.changed() => break,
+        }
+    }
+    // Jobs in flight finish and are recorded; nothing new starts.
+    while running.join_next().await.is_some() {}
+}
+
+async fn run_job(engine: &Arc<Engine>, connectors: &Connectors, job: JobRecord) {
+    let span = tracing::info_span!("job", instance = %job.instance, job = job.job, attempt = job.attempt, connector = %job.connector, operation = %job.operation);
+    let _enter = span.enter();
+    if job.connector == SYSTEM_CONNECTOR {
+        let e = engine.clone();
+        let result = tokio::task::spawn_blocking(move || e.run_system_job(&job)).await;
+        if let Ok(Err(e)) = result {
+            tracing::error!(error = %e, "system job failed");
+        }
+        return;
+    }
+    let outcome = match connectors.get(&job.connector) {
+        Some(connector) => {
+            connector
+                .call(JobRequest {
+                    instance: job.instance,
+                    job: job.job,
+                    attempt: job.attempt,
+                    operation: job.operation.clone(),
+                    key: job.key.clone(),
+                    input: job.input.clone(),
+                })
+                .await
+        }
+        None => JobOutcome::Failed(format!("no connector `{}` is configured", job.connector)),
+    };
+    let e = engine.clone();
+    let result = tokio::task::spawn_blocking(move || e.job_result(&job, outcome)).await;
+    match result {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "recording a job result failed"),
+        Err(e) => tracing::error!(error = %e, "job task panicked"),
+    }
+}
