@@ -13,6 +13,12 @@ use uuid::Uuid;
 
 use crate::value::Vars;
 
+#[cfg(test)]
+mod conformance;
+pub mod memory;
+
+pub use memory::MemoryStore;
+
 pub type InstanceId = Uuid;
 
 /// A store failure. Not a user's mistake: the server answers 5xx and the operator looks.
@@ -49,6 +55,14 @@ pub enum InstanceStatus {
     Failed,
     Terminated,
     Cancelled,
+}
+
+impl InstanceRecord {
+    /// Whether `remove_finished(before)` removes this instance: finished, and ended strictly
+    /// before `before`. A finished instance without `ended_at` is kept: its age is unknown.
+    pub fn finished_before(&self, before: Timestamp) -> bool {
+        self.status.is_finished() && self.ended_at.is_some_and(|ended| ended < before)
+    }
 }
 
 impl InstanceStatus {
@@ -98,6 +112,14 @@ pub struct JobRecord {
     pub locked_until: Option<Timestamp>,
     pub locked_by: Option<String>,
     pub last_error: Option<String>,
+}
+
+impl JobRecord {
+    /// Whether a worker may take this job at `now` as far as its lock goes: never locked, or
+    /// the lock ran out (`locked_until <= now`). Whether it is due is a separate question.
+    pub fn is_free_at(&self, now: Timestamp) -> bool {
+        self.locked_until.is_none_or(|until| until <= now)
+    }
 }
 
 /// A user task waiting for a person. Identified by `(instance, task)`.
@@ -169,24 +191,47 @@ pub enum Op {
     PutDefinition(DefinitionRecord),
     PutInstance(InstanceRecord),
     PutTimer(TimerRecord),
-    DeleteTimer { instance: InstanceId, timer: u64 },
+    DeleteTimer {
+        instance: InstanceId,
+        timer: u64,
+    },
     PutJob(JobRecord),
-    DeleteJob { instance: InstanceId, job: u64 },
+    DeleteJob {
+        instance: InstanceId,
+        job: u64,
+    },
     PutTask(TaskRecord),
-    DeleteTask { instance: InstanceId, task: u64 },
+    DeleteTask {
+        instance: InstanceId,
+        task: u64,
+    },
     PutSubscription(SubscriptionRecord),
-    DeleteSubscription { instance: InstanceId, subscription: u64 },
+    DeleteSubscription {
+        instance: InstanceId,
+        subscription: u64,
+    },
     /// Buffers a message; the store assigns `seq` (the value given is ignored).
     PutMessage(MessageRecord),
-    DeleteMessage { seq: u64 },
+    DeleteMessage {
+        seq: u64,
+    },
     /// Remembers a message id until `until`, so a repeat is ignored.
-    PutMessageId { id: String, until: Timestamp },
+    PutMessageId {
+        id: String,
+        until: Timestamp,
+    },
     PutIncident(IncidentRecord),
-    DeleteIncident { instance: InstanceId, incident: u64 },
+    DeleteIncident {
+        instance: InstanceId,
+        incident: u64,
+    },
     AppendHistory(HistoryRecord),
     /// Maps an idempotency key of a request (for example a start with a business key) to the
     /// instance it created.
-    PutRequestKey { key: String, instance: InstanceId },
+    PutRequestKey {
+        key: String,
+        instance: InstanceId,
+    },
 }
 
 /// Changes applied all together or not at all.
@@ -212,7 +257,30 @@ pub struct InstanceFilter {
     pub business_key: Option<String>,
     /// Only ids greater than this (cursor pagination, ids are time-ordered v7 UUIDs).
     pub after: Option<InstanceId>,
+    /// At most this many; `0` means no limit (so `InstanceFilter::default()` lists all).
     pub limit: usize,
+}
+
+impl InstanceFilter {
+    /// Whether `instance` passes the process, status and business-key filters (not the
+    /// cursor or the limit, which the scan applies).
+    pub fn matches(&self, instance: &InstanceRecord) -> bool {
+        self.process.as_ref().is_none_or(|p| *p == instance.process)
+            && self.status.is_none_or(|s| s == instance.status)
+            && self
+                .business_key
+                .as_ref()
+                .is_none_or(|k| instance.business_key.as_ref() == Some(k))
+    }
+
+    /// The limit as a count to `take`.
+    pub fn effective_limit(&self) -> usize {
+        if self.limit == 0 {
+            usize::MAX
+        } else {
+            self.limit
+        }
+    }
 }
 
 /// The store interface. Every method is blocking; the runtime calls it from blocking threads.
@@ -250,7 +318,8 @@ pub trait Store: Send + Sync + 'static {
     /// Buffered messages for `(name, key)` in arrival order (expired ones included: the
     /// caller checks `expires_at`).
     fn messages(&self, name: &str, key: &str) -> Result<Vec<MessageRecord>>;
-    /// Whether a message id was seen and is still remembered at `now`.
+    /// Whether a message id was seen and is still remembered at `now`, that is `now` is
+    /// before the `until` it was put with.
     fn message_id_seen(&self, id: &str, now: Timestamp) -> Result<bool>;
 
     fn incidents(&self) -> Result<Vec<IncidentRecord>>;
