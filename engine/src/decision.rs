@@ -4,6 +4,10 @@ use crate::expr::{Context, ExprError, Scope};
 use crate::model::DecisionTable;
 use crate::value::Value;
 
-pub fn evaluate(_table: &DecisionTable, _scope: &dyn Scope, _ctx: &Context) -> Result<Value, ExprError> {
+pub fn evaluate(
+    _table: &DecisionTable,
+    _scope: &dyn Scope,
+    _ctx: &Context,
+) -> Result<Value, ExprError> {
     Ok(Value::Null)
 }

@@ -156,7 +156,8 @@ pub fn check_form(step: &Step, vars: Vars) -> Result<Vars, MachineError> {
     }
     for field in &task.form {
         let value = vars.get(&field.name).cloned().unwrap_or(Value::Null);
-        let empty = matches!(&value, Value::Null) || matches!(&value, Value::String(s) if s.trim().is_empty());
+        let empty = matches!(&value, Value::Null)
+            || matches!(&value, Value::String(s) if s.trim().is_empty());
         if empty {
             if field.required {
                 errors.push(FieldError {
@@ -214,7 +215,10 @@ fn check_field(kind: &FieldKind, value: Value) -> Result<Value, String> {
             "false" | "off" | "no" => Ok(Value::Bool(false)),
             _ => Err(format!("must be true or false, not `{s}`")),
         },
-        (FieldKind::Boolean, other) => Err(format!("must be true or false, not a {}", other.type_name())),
+        (FieldKind::Boolean, other) => Err(format!(
+            "must be true or false, not a {}",
+            other.type_name()
+        )),
         (FieldKind::Date, Value::Date(d)) => Ok(Value::Date(d)),
         (FieldKind::Date, Value::String(s)) => s
             .trim()
@@ -254,7 +258,9 @@ impl Scope for View<'_> {
         }
         let mut scope = self.scope;
         while scope != ROOT_SCOPE {
-            let Some(s) = self.state.scope(scope) else { break };
+            let Some(s) = self.state.scope(scope) else {
+                break;
+            };
             if let Some(v) = s.vars.get(name) {
                 return Some(v);
             }
@@ -347,7 +353,12 @@ impl<'a> Machine<'a> {
 
     // ----- evaluation -------------------------------------------------------------------
 
-    fn eval(&self, t: u64, expr: &crate::expr::Expr, extra: Option<(&str, &Value)>) -> Result<Value, Trouble> {
+    fn eval(
+        &self,
+        t: u64,
+        expr: &crate::expr::Expr,
+        extra: Option<(&str, &Value)>,
+    ) -> Result<Value, Trouble> {
         let view = View {
             state: self.st,
             scope: self.scope_of(t),
@@ -379,7 +390,12 @@ impl<'a> Machine<'a> {
             .map_err(|e| format!("template `{}`: {}", template.source(), e))
     }
 
-    fn mapping(&self, t: u64, assignments: &[Assignment], extra: Option<(&str, &Value)>) -> Result<Vec<(String, Value)>, Trouble> {
+    fn mapping(
+        &self,
+        t: u64,
+        assignments: &[Assignment],
+        extra: Option<(&str, &Value)>,
+    ) -> Result<Vec<(String, Value)>, Trouble> {
         assignments
             .iter()
             .map(|a| Ok((a.target.clone(), self.eval(t, &a.value, extra)?)))
@@ -414,7 +430,9 @@ impl<'a> Machine<'a> {
             if !matches!(slot, Value::Map(_)) {
                 *slot = Value::Map(Default::default());
             }
-            let Value::Map(map) = slot else { unreachable!("made a map just above") };
+            let Value::Map(map) = slot else {
+                unreachable!("made a map just above")
+            };
             slot = map.entry(key.to_string()).or_insert(Value::Null);
         }
         *slot = value;
@@ -463,7 +481,9 @@ impl<'a> Machine<'a> {
 
     /// A token arrives at its step: do what the step does.
     fn enter(&mut self, t: u64) -> Result<(), Trouble> {
-        let Some(tok) = self.st.token(t) else { return Ok(()) };
+        let Some(tok) = self.st.token(t) else {
+            return Ok(());
+        };
         let item = tok.item;
         let step = self.def.step(tok.step);
         if step.multi.is_some() && !item {
@@ -490,7 +510,11 @@ impl<'a> Machine<'a> {
                 let value = crate::decision::evaluate(table, &view, &self.ctx())
                     .map_err(|e| format!("decision table `{}`: {e}", table.name))?;
                 self.set_var(t, result, value);
-                self.history("step", Some(step.id), format!("decision table {}", table.name));
+                self.history(
+                    "step",
+                    Some(step.id),
+                    format!("decision table {}", table.name),
+                );
                 self.leave(t);
             }
             StepKind::Service {
@@ -501,7 +525,15 @@ impl<'a> Machine<'a> {
                 ..
             } => {
                 let input: Vars = self.mapping(t, input, None)?.into_iter().collect();
-                self.enqueue_job(t, step, connector, operation, input, 1, retry.max_attempts.saturating_sub(1));
+                self.enqueue_job(
+                    t,
+                    step,
+                    connector,
+                    operation,
+                    input,
+                    1,
+                    retry.max_attempts.saturating_sub(1),
+                );
                 self.arm_boundaries(t, step)?;
             }
             StepKind::Send {
@@ -513,7 +545,15 @@ impl<'a> Machine<'a> {
                 let mut vars: Vars = self.mapping(t, input, None)?.into_iter().collect();
                 vars.insert("to".into(), self.eval(t, to, None)?);
                 vars.insert("template".into(), Value::String(template.clone()));
-                self.enqueue_job(t, step, "email", "send", vars, 1, retry.max_attempts.saturating_sub(1));
+                self.enqueue_job(
+                    t,
+                    step,
+                    "email",
+                    "send",
+                    vars,
+                    1,
+                    retry.max_attempts.saturating_sub(1),
+                );
                 self.arm_boundaries(t, step)?;
             }
             StepKind::User(task) => {
@@ -539,7 +579,11 @@ impl<'a> Machine<'a> {
             StepKind::Receive { message } => {
                 let sub = self.subscribe(t, message, Purpose::Catch)?;
                 self.set_wait(t, Wait::Message { subscription: sub });
-                self.history("waiting", Some(step.id), format!("message {}", message.name));
+                self.history(
+                    "waiting",
+                    Some(step.id),
+                    format!("message {}", message.name),
+                );
                 self.arm_boundaries(t, step)?;
             }
             StepKind::Wait { event } => {
@@ -630,7 +674,9 @@ impl<'a> Machine<'a> {
                 let mut handles = Vec::new();
                 for (i, arm) in events.iter().enumerate() {
                     let h = match &arm.event {
-                        CatchEvent::Timer(s) => self.arm_timer(t, s, Purpose::Race(i), &step.name)?,
+                        CatchEvent::Timer(s) => {
+                            self.arm_timer(t, s, Purpose::Race(i), &step.name)?
+                        }
                         CatchEvent::Message(m) => self.subscribe(t, m, Purpose::Race(i))?,
                     };
                     handles.push(h);
@@ -740,7 +786,13 @@ impl<'a> Machine<'a> {
         jiff::SignedDuration::from_millis((capped * factor) as i64)
     }
 
-    fn arm_timer(&mut self, t: u64, schedule: &Schedule, purpose: Purpose, step: &str) -> Result<u64, Trouble> {
+    fn arm_timer(
+        &mut self,
+        t: u64,
+        schedule: &Schedule,
+        purpose: Purpose,
+        step: &str,
+    ) -> Result<u64, Trouble> {
         let Some(due) = self.schedule_first(schedule) else {
             return Err(format!("timer `{}` can never fire", schedule.source()));
         };
@@ -758,11 +810,20 @@ impl<'a> Machine<'a> {
             Purpose::Boundary(_) => format!("timer on {step}"),
             Purpose::Race(_) => format!("race at {step}"),
         };
-        self.out.push(Command::ScheduleTimer { timer: id, due, label });
+        self.out.push(Command::ScheduleTimer {
+            timer: id,
+            due,
+            label,
+        });
         Ok(id)
     }
 
-    fn subscribe(&mut self, t: u64, message: &MessageCatch, purpose: Purpose) -> Result<u64, Trouble> {
+    fn subscribe(
+        &mut self,
+        t: u64,
+        message: &MessageCatch,
+        purpose: Purpose,
+    ) -> Result<u64, Trouble> {
         let key = match &message.key {
             Some(k) => key_text(&self.eval(t, k, None)?),
             None => String::new(),
@@ -793,8 +854,12 @@ impl<'a> Machine<'a> {
         let mut handles = Vec::new();
         for (i, b) in step.boundary.iter().enumerate() {
             match &b.event {
-                BoundaryEvent::Timer(s) => handles.push(self.arm_timer(t, s, Purpose::Boundary(i), &step.name)?),
-                BoundaryEvent::Message(m) => handles.push(self.subscribe(t, m, Purpose::Boundary(i))?),
+                BoundaryEvent::Timer(s) => {
+                    handles.push(self.arm_timer(t, s, Purpose::Boundary(i), &step.name)?)
+                }
+                BoundaryEvent::Message(m) => {
+                    handles.push(self.subscribe(t, m, Purpose::Boundary(i))?)
+                }
                 BoundaryEvent::Error { .. } => {}
             }
         }
@@ -868,7 +933,9 @@ impl<'a> Machine<'a> {
             self.finish(root_status, None);
             return;
         }
-        let Some(s) = self.st.scope(scope).cloned() else { return };
+        let Some(s) = self.st.scope(scope).cloned() else {
+            return;
+        };
         let owner = s.owner;
         if let Some(index) = s.item {
             self.item_done(owner, scope, index);
@@ -894,7 +961,9 @@ impl<'a> Machine<'a> {
     // ----- multi-instance ---------------------------------------------------------------
 
     fn start_items(&mut self, t: u64, step: &Step) -> Result<(), Trouble> {
-        let Some(multi) = &step.multi else { return Ok(()) };
+        let Some(multi) = &step.multi else {
+            return Ok(());
+        };
         let items = match self.eval(t, &multi.items, None)? {
             Value::List(items) => items,
             Value::Null => Vec::new(),
@@ -934,12 +1003,19 @@ impl<'a> Machine<'a> {
 
     fn start_next_item(&mut self, owner: u64, step: &Step) {
         let Some(multi) = &step.multi else { return };
-        let Some(Wait::Items(items)) = self.st.token(owner).map(|tok| &tok.wait) else { return };
+        let Some(Wait::Items(items)) = self.st.token(owner).map(|tok| &tok.wait) else {
+            return;
+        };
         let index = items.started;
-        let Some(item) = items.items.get(index).cloned() else { return };
+        let Some(item) = items.items.get(index).cloned() else {
+            return;
+        };
         let mut vars = Vars::new();
         vars.insert(multi.item_var.clone(), item);
-        vars.insert(format!("{}_index", multi.item_var), Value::from(index as i64));
+        vars.insert(
+            format!("{}_index", multi.item_var),
+            Value::from(index as i64),
+        );
         let scope = self.open_scope(owner, Some(index), vars);
         if let Some(Wait::Items(items)) = self.st.token_mut(owner).map(|tok| &mut tok.wait) {
             items.started += 1;
@@ -950,7 +1026,9 @@ impl<'a> Machine<'a> {
     }
 
     fn item_done(&mut self, owner: u64, scope: u64, index: usize) {
-        let Some(step) = self.step_of(owner) else { return };
+        let Some(step) = self.step_of(owner) else {
+            return;
+        };
         let Some(multi) = &step.multi else { return };
         // The collected value is read in the item's scope, before it closes.
         let collected = match &multi.collect {
@@ -981,12 +1059,19 @@ impl<'a> Machine<'a> {
                 }
                 items.done += 1;
                 items.running.retain(|s| *s != scope);
-                (items.done >= items.items.len(), items.started < items.items.len())
+                (
+                    items.done >= items.items.len(),
+                    items.started < items.items.len(),
+                )
             }
             _ => return,
         };
         if all_done {
-            let results = match self.st.token_mut(owner).map(|tok| std::mem::replace(&mut tok.wait, Wait::Nothing)) {
+            let results = match self
+                .st
+                .token_mut(owner)
+                .map(|tok| std::mem::replace(&mut tok.wait, Wait::Nothing))
+            {
                 Some(Wait::Items(items)) => items.results,
                 _ => Vec::new(),
             };
@@ -1021,7 +1106,11 @@ impl<'a> Machine<'a> {
             .tokens
             .iter()
             .filter(|tok| {
-                tok.wait == Wait::Join && matches!(self.def.step(tok.step).kind, StepKind::Join { inclusive: true })
+                tok.wait == Wait::Join
+                    && matches!(
+                        self.def.step(tok.step).kind,
+                        StepKind::Join { inclusive: true }
+                    )
             })
             .map(|tok| (tok.id, tok.step, tok.scope))
             .collect();
@@ -1080,8 +1169,12 @@ impl<'a> Machine<'a> {
         self.history(what, None, detail);
         if let Some(parent) = self.st.parent.clone() {
             let outcome = match (status, failure) {
-                (InstanceStatus::Completed | InstanceStatus::Terminated, _) => ChildOutcome::Completed,
-                (_, Some((code, message))) if status == InstanceStatus::Failed => ChildOutcome::Error { code, message },
+                (InstanceStatus::Completed | InstanceStatus::Terminated, _) => {
+                    ChildOutcome::Completed
+                }
+                (_, Some((code, message))) if status == InstanceStatus::Failed => {
+                    ChildOutcome::Error { code, message }
+                }
                 _ => ChildOutcome::Failed {
                     reason: format!("the called instance was {what}"),
                 },
@@ -1123,14 +1216,18 @@ impl<'a> Machine<'a> {
                 self.finish(InstanceStatus::Failed, Some((code, message)));
                 return;
             }
-            let Some(owner) = self.st.scope(scope).map(|s| s.owner) else { return };
+            let Some(owner) = self.st.scope(scope).map(|s| s.owner) else {
+                return;
+            };
             t = owner;
         }
     }
 
     /// Cancels what `t` waits for and its boundary events, recursively for sub-processes.
     fn interrupt(&mut self, t: u64) {
-        let Some(tok) = self.st.token_mut(t) else { return };
+        let Some(tok) = self.st.token_mut(t) else {
+            return;
+        };
         let wait = std::mem::replace(&mut tok.wait, Wait::Nothing);
         let boundaries = std::mem::take(&mut tok.boundaries);
         for h in boundaries {
@@ -1168,7 +1265,13 @@ impl<'a> Machine<'a> {
     }
 
     fn kill_tokens_of(&mut self, scope: u64) {
-        let tokens: Vec<u64> = self.st.tokens.iter().filter(|t| t.scope == scope).map(|t| t.id).collect();
+        let tokens: Vec<u64> = self
+            .st
+            .tokens
+            .iter()
+            .filter(|t| t.scope == scope)
+            .map(|t| t.id)
+            .collect();
         for t in tokens {
             self.interrupt(t);
             self.st.tokens.retain(|tok| tok.id != t);
@@ -1195,10 +1298,13 @@ impl<'a> Machine<'a> {
     fn handle(&mut self, event: Event) -> Result<Applied, MachineError> {
         match event {
             Event::TaskCompleted { task, vars, .. } => {
-                let Some(t) = self.find(|w| matches!(w, Wait::Task { task: x } if *x == task)) else {
+                let Some(t) = self.find(|w| matches!(w, Wait::Task { task: x } if *x == task))
+                else {
                     return Ok(Applied::Ignored("no open task with this id"));
                 };
-                let Some(step) = self.step_of(t) else { return Ok(Applied::Ignored("no step")) };
+                let Some(step) = self.step_of(t) else {
+                    return Ok(Applied::Ignored("no step"));
+                };
                 let vars = check_form(step, vars)?;
                 for (name, value) in vars {
                     self.set_var(t, &name, value);
@@ -1215,17 +1321,29 @@ impl<'a> Machine<'a> {
                 Ok(Applied::Changed)
             }
             Event::MessageReceived { subscription, vars } => {
-                let Some(sub) = self.st.subscriptions.iter().find(|x| x.id == subscription).cloned() else {
+                let Some(sub) = self
+                    .st
+                    .subscriptions
+                    .iter()
+                    .find(|x| x.id == subscription)
+                    .cloned()
+                else {
                     return Ok(Applied::Ignored("no subscription with this id"));
                 };
                 self.message_received(sub, vars);
                 Ok(Applied::Changed)
             }
-            Event::JobSucceeded { job, attempt, output } => {
+            Event::JobSucceeded {
+                job,
+                attempt,
+                output,
+            } => {
                 let Some(t) = self.find_job(job, attempt) else {
                     return Ok(Applied::Ignored("no job waiting with this id and attempt"));
                 };
-                let Some(step) = self.step_of(t) else { return Ok(Applied::Ignored("no step")) };
+                let Some(step) = self.step_of(t) else {
+                    return Ok(Applied::Ignored("no step"));
+                };
                 let outputs: &[Assignment] = match &step.kind {
                     StepKind::Service { output, .. } => output,
                     _ => &[],
@@ -1248,20 +1366,34 @@ impl<'a> Machine<'a> {
                         }
                     }
                 }
-                self.history("step", Some(step.id), format!("job done (attempt {attempt})"));
+                self.history(
+                    "step",
+                    Some(step.id),
+                    format!("job done (attempt {attempt})"),
+                );
                 self.leave(t);
                 Ok(Applied::Changed)
             }
-            Event::JobFailed { job, attempt, error } => {
+            Event::JobFailed {
+                job,
+                attempt,
+                error,
+            } => {
                 let Some(t) = self.find_job(job, attempt) else {
                     return Ok(Applied::Ignored("no job waiting with this id and attempt"));
                 };
-                let Some(step) = self.step_of(t) else { return Ok(Applied::Ignored("no step")) };
+                let Some(step) = self.step_of(t) else {
+                    return Ok(Applied::Ignored("no step"));
+                };
                 let retries_left = match self.st.token(t).map(|tok| &tok.wait) {
                     Some(Wait::Job { retries_left, .. }) => *retries_left,
                     _ => 0,
                 };
-                self.history("job failed", Some(step.id), format!("attempt {attempt}: {error}"));
+                self.history(
+                    "job failed",
+                    Some(step.id),
+                    format!("attempt {attempt}: {error}"),
+                );
                 if retries_left > 0 {
                     self.retry_job(t, step, attempt + 1, retries_left - 1);
                 } else {
@@ -1285,16 +1417,20 @@ impl<'a> Machine<'a> {
                 self.throw(t, code, message);
                 Ok(Applied::Changed)
             }
-            Event::ChildStarted { token, child } => {
-                match self.st.token_mut(token) {
-                    Some(tok) if matches!(tok.wait, Wait::Child { instance: None }) => {
-                        tok.wait = Wait::Child { instance: Some(child) };
-                        Ok(Applied::Changed)
-                    }
-                    _ => Ok(Applied::Ignored("no call activity waiting for a child")),
+            Event::ChildStarted { token, child } => match self.st.token_mut(token) {
+                Some(tok) if matches!(tok.wait, Wait::Child { instance: None }) => {
+                    tok.wait = Wait::Child {
+                        instance: Some(child),
+                    };
+                    Ok(Applied::Changed)
                 }
-            }
-            Event::ChildEnded { token, outcome, vars } => {
+                _ => Ok(Applied::Ignored("no call activity waiting for a child")),
+            },
+            Event::ChildEnded {
+                token,
+                outcome,
+                vars,
+            } => {
                 if !self
                     .st
                     .token(token)
@@ -1302,7 +1438,9 @@ impl<'a> Machine<'a> {
                 {
                     return Ok(Applied::Ignored("no call activity waiting for a child"));
                 }
-                let Some(step) = self.step_of(token) else { return Ok(Applied::Ignored("no step")) };
+                let Some(step) = self.step_of(token) else {
+                    return Ok(Applied::Ignored("no step"));
+                };
                 match outcome {
                     ChildOutcome::Completed => {
                         let outputs: &[Assignment] = match &step.kind {
@@ -1315,7 +1453,11 @@ impl<'a> Machine<'a> {
                                 for (name, value) in values {
                                     self.set_var(token, &name, value);
                                 }
-                                self.history("step", Some(step.id), "called process completed".into());
+                                self.history(
+                                    "step",
+                                    Some(step.id),
+                                    "called process completed".into(),
+                                );
                                 self.leave(token);
                             }
                             Err(trouble) => self.incident(token, trouble, Resume::Leave),
@@ -1333,10 +1475,14 @@ impl<'a> Machine<'a> {
                 Ok(Applied::Changed)
             }
             Event::RetryIncident { incident, .. } => {
-                let Some(t) = self.find(|w| matches!(w, Wait::Incident { incident: x, .. } if *x == incident)) else {
+                let Some(t) = self
+                    .find(|w| matches!(w, Wait::Incident { incident: x, .. } if *x == incident))
+                else {
                     return Ok(Applied::Ignored("no open incident with this id"));
                 };
-                let Some(Wait::Incident { resume, .. }) = self.st.token(t).map(|tok| tok.wait.clone()) else {
+                let Some(Wait::Incident { resume, .. }) =
+                    self.st.token(t).map(|tok| tok.wait.clone())
+                else {
                     return Ok(Applied::Ignored("no open incident with this id"));
                 };
                 self.out.push(Command::ResolveIncident { incident });
@@ -1356,7 +1502,9 @@ impl<'a> Machine<'a> {
                     Resume::Job { job, attempt } => {
                         if let Some(step) = step {
                             let retries = match &step.kind {
-                                StepKind::Service { retry, .. } | StepKind::Send { retry, .. } => retry.max_attempts,
+                                StepKind::Service { retry, .. } | StepKind::Send { retry, .. } => {
+                                    retry.max_attempts
+                                }
                                 _ => 1,
                             };
                             self.set_wait(
@@ -1381,7 +1529,9 @@ impl<'a> Machine<'a> {
     }
 
     fn interrupt_boundaries(&mut self, t: u64) {
-        let Some(tok) = self.st.token_mut(t) else { return };
+        let Some(tok) = self.st.token_mut(t) else {
+            return;
+        };
         let boundaries = std::mem::take(&mut tok.boundaries);
         for h in boundaries {
             self.cancel_handle(h);
@@ -1395,8 +1545,17 @@ impl<'a> Machine<'a> {
                 operation,
                 input,
                 ..
-            } => (connector.as_str(), operation.as_str(), self.mapping(t, input, None)),
-            StepKind::Send { template, to, input, .. } => {
+            } => (
+                connector.as_str(),
+                operation.as_str(),
+                self.mapping(t, input, None),
+            ),
+            StepKind::Send {
+                template,
+                to,
+                input,
+                ..
+            } => {
                 let vars = self.mapping(t, input, None).and_then(|mut v| {
                     v.push(("to".into(), self.eval(t, to, None)?));
                     v.push(("template".into(), Value::String(template.clone())));
@@ -1420,7 +1579,9 @@ impl<'a> Machine<'a> {
     }
 
     fn find_job(&self, job: u64, attempt: u32) -> Option<u64> {
-        self.find(|w| matches!(w, Wait::Job { job: j, attempt: a, .. } if *j == job && *a == attempt))
+        self.find(
+            |w| matches!(w, Wait::Job { job: j, attempt: a, .. } if *j == job && *a == attempt),
+        )
     }
 
     fn timer_fired(&mut self, ts: TimerState) {
@@ -1434,8 +1595,14 @@ impl<'a> Machine<'a> {
             }
             Purpose::Race(i) => self.race_won(t, step, i, Vars::new()),
             Purpose::Boundary(i) => {
-                let Some(boundary) = step.boundary.get(i) else { return };
-                self.history("timer fired", Some(step.id), format!("boundary to {}", boundary.target.name));
+                let Some(boundary) = step.boundary.get(i) else {
+                    return;
+                };
+                self.history(
+                    "timer fired",
+                    Some(step.id),
+                    format!("boundary to {}", boundary.target.name),
+                );
                 if boundary.interrupting {
                     self.interrupt(t);
                     self.move_to(t, boundary.target.id);
@@ -1476,7 +1643,9 @@ impl<'a> Machine<'a> {
     }
 
     fn race_won(&mut self, t: u64, step: &Step, arm: usize, vars: Vars) {
-        let StepKind::Race { events } = &step.kind else { return };
+        let StepKind::Race { events } = &step.kind else {
+            return;
+        };
         let Some(arm) = events.get(arm) else { return };
         if let Some(Wait::Race { handles }) = self.st.token(t).map(|tok| tok.wait.clone()) {
             for h in handles {
@@ -1486,7 +1655,11 @@ impl<'a> Machine<'a> {
         for (name, value) in vars {
             self.set_var(t, &name, value);
         }
-        self.history("step", Some(step.id), format!("went to {}", arm.target.name));
+        self.history(
+            "step",
+            Some(step.id),
+            format!("went to {}", arm.target.name),
+        );
         self.move_to(t, arm.target.id);
     }
 
@@ -1504,11 +1677,17 @@ impl<'a> Machine<'a> {
             }
             Purpose::Race(i) => self.race_won(t, step, i, vars),
             Purpose::Boundary(i) => {
-                let Some(boundary) = step.boundary.get(i) else { return };
+                let Some(boundary) = step.boundary.get(i) else {
+                    return;
+                };
                 for (name, value) in vars {
                     self.set_var(t, &name, value);
                 }
-                self.history("message received", Some(step.id), format!("boundary to {}", boundary.target.name));
+                self.history(
+                    "message received",
+                    Some(step.id),
+                    format!("boundary to {}", boundary.target.name),
+                );
                 if boundary.interrupting {
                     self.interrupt(t);
                     self.move_to(t, boundary.target.id);
@@ -1553,7 +1732,12 @@ fn incoming_flows(def: &Definition, join: StepId) -> usize {
     def.steps
         .iter()
         .filter(|s| s.parent == parent)
-        .map(|s| successors(def, s.id).into_iter().filter(|x| *x == join).count())
+        .map(|s| {
+            successors(def, s.id)
+                .into_iter()
+                .filter(|x| *x == join)
+                .count()
+        })
         .sum::<usize>()
         .max(1)
 }

@@ -87,24 +87,43 @@ pub struct Token {
 pub enum Wait {
     /// Nothing: the token is being moved in this very transition.
     Nothing,
-    Task { task: u64 },
-    Job { job: u64, attempt: u32, retries_left: u32 },
+    Task {
+        task: u64,
+    },
+    Job {
+        job: u64,
+        attempt: u32,
+        retries_left: u32,
+    },
     /// An intermediate timer catch event.
-    Timer { timer: u64 },
+    Timer {
+        timer: u64,
+    },
     /// A receive task or intermediate message catch.
-    Message { subscription: u64 },
+    Message {
+        subscription: u64,
+    },
     /// An event-based gateway: one of these timers or subscriptions.
-    Race { handles: Vec<u64> },
+    Race {
+        handles: Vec<u64>,
+    },
     /// A join, for the other paths.
     Join,
     /// An embedded sub-process running in scope `scope`.
-    Subprocess { scope: u64 },
+    Subprocess {
+        scope: u64,
+    },
     /// A multi-instance step running its items.
     Items(Box<ItemsState>),
     /// A call activity waiting for the child instance.
-    Child { instance: Option<InstanceId> },
+    Child {
+        instance: Option<InstanceId>,
+    },
     /// A problem a person must look at; a retry resumes as `resume` says.
-    Incident { incident: u64, resume: Resume },
+    Incident {
+        incident: u64,
+        resume: Resume,
+    },
 }
 
 /// What a retried incident does.
@@ -189,27 +208,67 @@ pub enum ChildOutcome {
 /// Something that happened to an instance.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Event {
-    TaskCompleted { task: u64, vars: Vars, actor: String },
-    TimerFired { timer: u64 },
-    MessageReceived { subscription: u64, vars: Vars },
-    JobSucceeded { job: u64, attempt: u32, output: Vars },
+    TaskCompleted {
+        task: u64,
+        vars: Vars,
+        actor: String,
+    },
+    TimerFired {
+        timer: u64,
+    },
+    MessageReceived {
+        subscription: u64,
+        vars: Vars,
+    },
+    JobSucceeded {
+        job: u64,
+        attempt: u32,
+        output: Vars,
+    },
     /// A technical failure: retried while retries are left.
-    JobFailed { job: u64, attempt: u32, error: String },
+    JobFailed {
+        job: u64,
+        attempt: u32,
+        error: String,
+    },
     /// A business error from the connector: goes to the step's error boundary event.
-    JobBusinessError { job: u64, attempt: u32, code: String, message: String },
+    JobBusinessError {
+        job: u64,
+        attempt: u32,
+        code: String,
+        message: String,
+    },
     /// The child instance of a call activity started.
-    ChildStarted { token: u64, child: InstanceId },
-    ChildEnded { token: u64, outcome: ChildOutcome, vars: Vars },
-    RetryIncident { incident: u64, actor: String },
-    Cancel { actor: String },
+    ChildStarted {
+        token: u64,
+        child: InstanceId,
+    },
+    ChildEnded {
+        token: u64,
+        outcome: ChildOutcome,
+        vars: Vars,
+    },
+    RetryIncident {
+        incident: u64,
+        actor: String,
+    },
+    Cancel {
+        actor: String,
+    },
 }
 
 /// What the runtime must do after a transition. The runtime writes them with the new state in
 /// one atomic batch.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Command {
-    ScheduleTimer { timer: u64, due: Timestamp, label: String },
-    CancelTimer { timer: u64 },
+    ScheduleTimer {
+        timer: u64,
+        due: Timestamp,
+        label: String,
+    },
+    CancelTimer {
+        timer: u64,
+    },
     OpenTask {
         task: u64,
         step: String,
@@ -218,7 +277,9 @@ pub enum Command {
         candidates: Vec<String>,
         due: Option<Timestamp>,
     },
-    CancelTask { task: u64 },
+    CancelTask {
+        task: u64,
+    },
     EnqueueJob {
         job: u64,
         attempt: u32,
@@ -230,16 +291,46 @@ pub enum Command {
         due: Timestamp,
         step: String,
     },
-    CancelJob { job: u64 },
-    Subscribe { subscription: u64, name: String, key: String },
-    Unsubscribe { subscription: u64 },
-    StartChild { token: u64, process: String, vars: Vars },
-    CancelChild { instance: InstanceId },
+    CancelJob {
+        job: u64,
+    },
+    Subscribe {
+        subscription: u64,
+        name: String,
+        key: String,
+    },
+    Unsubscribe {
+        subscription: u64,
+    },
+    StartChild {
+        token: u64,
+        process: String,
+        vars: Vars,
+    },
+    CancelChild {
+        instance: InstanceId,
+    },
     /// This instance was started by a call activity and has ended.
-    NotifyParent { parent: ParentLink, outcome: ChildOutcome, vars: Vars },
-    RaiseIncident { incident: u64, step: String, job: Option<u64>, error: String },
-    ResolveIncident { incident: u64 },
-    History { actor: String, what: String, step: Option<String>, detail: String },
+    NotifyParent {
+        parent: ParentLink,
+        outcome: ChildOutcome,
+        vars: Vars,
+    },
+    RaiseIncident {
+        incident: u64,
+        step: String,
+        job: Option<u64>,
+        error: String,
+    },
+    ResolveIncident {
+        incident: u64,
+    },
+    History {
+        actor: String,
+        what: String,
+        step: Option<String>,
+        detail: String,
+    },
 }
 
 /// Whether an event changed the instance or was absorbed.

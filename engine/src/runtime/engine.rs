@@ -50,7 +50,9 @@ pub enum EngineError {
     UnknownTask { instance: InstanceId, task: u64 },
     #[error("instance {instance} has no open incident {incident}")]
     UnknownIncident { instance: InstanceId, incident: u64 },
-    #[error("process `{0}` has no start that a person or the API can trigger (it starts on a message or a timer)")]
+    #[error(
+        "process `{0}` has no start that a person or the API can trigger (it starts on a message or a timer)"
+    )]
     NoPlainStart(String),
     #[error(transparent)]
     Refused(#[from] MachineError),
@@ -121,7 +123,10 @@ pub enum JobOutcome {
     /// A technical failure (retried while retries are left).
     Failed(String),
     /// A business answer the process can catch with an error boundary event.
-    BusinessError { code: String, message: String },
+    BusinessError {
+        code: String,
+        message: String,
+    },
 }
 
 /// How long message ids are remembered for de-duplication, at least.
@@ -182,14 +187,24 @@ impl Engine {
         };
         let mut records = engine.store.definitions()?;
         // Table libraries first: processes may use their tables.
-        records.sort_by_key(|r| (!r.process.starts_with(TABLES_PREFIX), r.process.clone(), r.version));
+        records.sort_by_key(|r| {
+            (
+                !r.process.starts_with(TABLES_PREFIX),
+                r.process.clone(),
+                r.version,
+            )
+        });
         for record in records {
             engine.install(&record).map_err(|problems| {
                 EngineError::Store(StoreError::Corrupt(format!(
                     "deployed definition {} v{} no longer loads: {}",
                     record.process,
                     record.version,
-                    problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; ")
+                    problems
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
                 )))
             })?;
         }
@@ -240,7 +255,9 @@ impl Engine {
 
     pub fn definition_version(&self, process: &str, version: u32) -> Option<Arc<Definition>> {
         let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
-        defs.by_version.get(&(process.to_string(), version)).cloned()
+        defs.by_version
+            .get(&(process.to_string(), version))
+            .cloned()
     }
 
     /// Every deployed process with its latest version.
@@ -286,7 +303,8 @@ impl Engine {
     fn install(&self, record: &DefinitionRecord) -> std::result::Result<(), Vec<Problem>> {
         if record.process.starts_with(TABLES_PREFIX) {
             let mut defs = self.defs.write().unwrap_or_else(|e| e.into_inner());
-            defs.table_files.insert(record.file.clone(), record.source.clone());
+            defs.table_files
+                .insert(record.file.clone(), record.source.clone());
             return Ok(());
         }
         let library = self.parse(&record.file, &record.source)?;
@@ -326,7 +344,11 @@ impl Engine {
         if library.definitions.is_empty() {
             let process = format!("{TABLES_PREFIX}{file}");
             let (version, unchanged) = self.next_version(&process, source)?;
-            deployed.push(Deployed { process: process.clone(), version, unchanged });
+            deployed.push(Deployed {
+                process: process.clone(),
+                version,
+                unchanged,
+            });
             if !unchanged {
                 records.push(DefinitionRecord {
                     process,
@@ -339,7 +361,11 @@ impl Engine {
         }
         for def in &library.definitions {
             let (version, unchanged) = self.next_version(&def.id, source)?;
-            deployed.push(Deployed { process: def.id.clone(), version, unchanged });
+            deployed.push(Deployed {
+                process: def.id.clone(),
+                version,
+                unchanged,
+            });
             if !unchanged {
                 records.push(DefinitionRecord {
                     process: def.id.clone(),
@@ -396,7 +422,10 @@ impl Engine {
             Some(v) => (
                 v,
                 self.definition_version(process, v)
-                    .ok_or_else(|| EngineError::UnknownVersion { process: process.into(), version: v })?,
+                    .ok_or_else(|| EngineError::UnknownVersion {
+                        process: process.into(),
+                        version: v,
+                    })?,
             ),
             None => self
                 .definition(process)
@@ -410,10 +439,18 @@ impl Engine {
         self.start_at(def, version, start, options)
     }
 
-    fn start_at(&self, def: Arc<Definition>, version: u32, start: usize, options: StartOptions) -> Result<InstanceId> {
+    fn start_at(
+        &self,
+        def: Arc<Definition>,
+        version: u32,
+        start: usize,
+        options: StartOptions,
+    ) -> Result<InstanceId> {
         // A request key makes a retried start return the first one's instance.
         let _key_guard = options.request_key.as_ref().map(|k| {
-            let h = k.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
+            let h = k.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+            });
             lock(&self.key_locks[(h % 64) as usize])
         });
         if let Some(key) = &options.request_key
@@ -436,7 +473,10 @@ impl Engine {
                 },
             )?;
             if let Some(key) = &options.request_key {
-                tx.batch.push(Op::PutRequestKey { key: key.clone(), instance: id });
+                tx.batch.push(Op::PutRequestKey {
+                    key: key.clone(),
+                    instance: id,
+                });
             }
             Ok(id)
         })
@@ -444,17 +484,29 @@ impl Engine {
 
     /// Loads an instance's state.
     pub fn instance(&self, id: InstanceId) -> Result<Option<(InstanceRecord, InstanceState)>> {
-        let Some(record) = self.store.instance(id)? else { return Ok(None) };
+        let Some(record) = self.store.instance(id)? else {
+            return Ok(None);
+        };
         let state = decode_state(&record)?;
         Ok(Some((record, state)))
     }
 
     /// Completes a user task with form values.
-    pub fn complete_task(&self, instance: InstanceId, task: u64, vars: Vars, actor: &str) -> Result<()> {
+    pub fn complete_task(
+        &self,
+        instance: InstanceId,
+        task: u64,
+        vars: Vars,
+        actor: &str,
+    ) -> Result<()> {
         self.transact(Some(instance), |tx| {
             let applied = tx.apply(
                 instance,
-                Event::TaskCompleted { task, vars: vars.clone(), actor: actor.to_string() },
+                Event::TaskCompleted {
+                    task,
+                    vars: vars.clone(),
+                    actor: actor.to_string(),
+                },
             )?;
             match applied {
                 Applied::Changed => Ok(()),
@@ -466,7 +518,12 @@ impl Engine {
     /// Cancels an instance.
     pub fn cancel(&self, instance: InstanceId, actor: &str) -> Result<()> {
         self.transact(Some(instance), |tx| {
-            tx.apply(instance, Event::Cancel { actor: actor.to_string() })?;
+            tx.apply(
+                instance,
+                Event::Cancel {
+                    actor: actor.to_string(),
+                },
+            )?;
             Ok(())
         })
     }
@@ -474,7 +531,13 @@ impl Engine {
     /// Retries an incident.
     pub fn retry_incident(&self, instance: InstanceId, incident: u64, actor: &str) -> Result<()> {
         self.transact(Some(instance), |tx| {
-            match tx.apply(instance, Event::RetryIncident { incident, actor: actor.to_string() })? {
+            match tx.apply(
+                instance,
+                Event::RetryIncident {
+                    incident,
+                    actor: actor.to_string(),
+                },
+            )? {
                 Applied::Changed => Ok(()),
                 Applied::Ignored(_) => Err(EngineError::UnknownIncident { instance, incident }),
             }
@@ -493,11 +556,17 @@ impl Engine {
             let instance = timer.instance;
             let done = self.transact_at(Some(instance), now, |tx| {
                 // The timer record goes whatever the machine says: a stale one is garbage.
-                tx.batch.push(Op::DeleteTimer { instance, timer: timer.timer });
+                tx.batch.push(Op::DeleteTimer {
+                    instance,
+                    timer: timer.timer,
+                });
                 if tx.load(instance)?.is_none() {
                     return Ok(false);
                 }
-                Ok(tx.apply(instance, Event::TimerFired { timer: timer.timer })? == Applied::Changed)
+                Ok(
+                    tx.apply(instance, Event::TimerFired { timer: timer.timer })?
+                        == Applied::Changed,
+                )
             })?;
             fired += done as usize;
         }
@@ -508,15 +577,26 @@ impl Engine {
     /// process and start index, re-armed after each firing.
     fn fire_start_timer(&self, timer: &TimerRecord, now: Timestamp) -> Result<bool> {
         let Some((process, start)) = timer.label.split_once('#') else {
-            self.store.commit(Batch { ops: vec![Op::DeleteTimer { instance: timer.instance, timer: timer.timer }] })?;
+            self.store.commit(Batch {
+                ops: vec![Op::DeleteTimer {
+                    instance: timer.instance,
+                    timer: timer.timer,
+                }],
+            })?;
             return Ok(false);
         };
         let start: usize = start.parse().unwrap_or(usize::MAX);
         let Some((version, def)) = self.definition(process) else {
             return Ok(false);
         };
-        let Some(StartTrigger::Timer { schedule }) = def.starts.get(start).map(|s| &s.trigger) else {
-            self.store.commit(Batch { ops: vec![Op::DeleteTimer { instance: timer.instance, timer: timer.timer }] })?;
+        let Some(StartTrigger::Timer { schedule }) = def.starts.get(start).map(|s| &s.trigger)
+        else {
+            self.store.commit(Batch {
+                ops: vec![Op::DeleteTimer {
+                    instance: timer.instance,
+                    timer: timer.timer,
+                }],
+            })?;
             return Ok(false);
         };
         let next = schedule.next_after(now.max(timer.due), timer.due, 1);
@@ -534,9 +614,15 @@ impl Engine {
                     parent: None,
                 },
             )?;
-            tx.batch.push(Op::DeleteTimer { instance: timer.instance, timer: timer.timer });
+            tx.batch.push(Op::DeleteTimer {
+                instance: timer.instance,
+                timer: timer.timer,
+            });
             if let Some(due) = next {
-                tx.batch.push(Op::PutTimer(TimerRecord { due, ..timer.clone() }));
+                tx.batch.push(Op::PutTimer(TimerRecord {
+                    due,
+                    ..timer.clone()
+                }));
             }
             Ok(())
         })?;
@@ -549,16 +635,29 @@ impl Engine {
         let existing = self.store.timers_of(Uuid::nil())?;
         let mut batch = Batch::default();
         for (process, version) in self.processes() {
-            let Some(def) = self.definition_version(&process, version) else { continue };
+            let Some(def) = self.definition_version(&process, version) else {
+                continue;
+            };
             for (i, start) in def.starts.iter().enumerate() {
-                let StartTrigger::Timer { schedule } = &start.trigger else { continue };
+                let StartTrigger::Timer { schedule } = &start.trigger else {
+                    continue;
+                };
                 let label = format!("{process}#{i}");
                 if existing.iter().any(|t| t.label == label) {
                     continue;
                 }
-                let Some(due) = schedule.first_due(now) else { continue };
-                let timer = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3));
-                batch.push(Op::PutTimer(TimerRecord { instance: Uuid::nil(), timer, due, label }));
+                let Some(due) = schedule.first_due(now) else {
+                    continue;
+                };
+                let timer = label.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ b as u64).wrapping_mul(0x0100_0000_01b3)
+                });
+                batch.push(Op::PutTimer(TimerRecord {
+                    instance: Uuid::nil(),
+                    timer,
+                    due,
+                    label,
+                }));
             }
         }
         if !batch.is_empty() {
@@ -574,21 +673,42 @@ impl Engine {
         let instance = job.instance;
         self.transact(Some(instance), |tx| {
             if tx.load(instance)?.is_none() {
-                tx.batch.push(Op::DeleteJob { instance, job: job.job });
+                tx.batch.push(Op::DeleteJob {
+                    instance,
+                    job: job.job,
+                });
                 return Ok(());
             }
             let event = match outcome.clone() {
-                JobOutcome::Done(output) => Event::JobSucceeded { job: job.job, attempt: job.attempt, output },
-                JobOutcome::Failed(error) => Event::JobFailed { job: job.job, attempt: job.attempt, error },
-                JobOutcome::BusinessError { code, message } => {
-                    Event::JobBusinessError { job: job.job, attempt: job.attempt, code, message }
-                }
+                JobOutcome::Done(output) => Event::JobSucceeded {
+                    job: job.job,
+                    attempt: job.attempt,
+                    output,
+                },
+                JobOutcome::Failed(error) => Event::JobFailed {
+                    job: job.job,
+                    attempt: job.attempt,
+                    error,
+                },
+                JobOutcome::BusinessError { code, message } => Event::JobBusinessError {
+                    job: job.job,
+                    attempt: job.attempt,
+                    code,
+                    message,
+                },
             };
             // The answered attempt's record goes; a retry writes a new one after it.
-            tx.batch.push(Op::DeleteJob { instance, job: job.job });
-            if tx.apply(instance, event)? == Applied::Ignored("no job waiting with this id and attempt") {
+            tx.batch.push(Op::DeleteJob {
+                instance,
+                job: job.job,
+            });
+            if tx.apply(instance, event)?
+                == Applied::Ignored("no job waiting with this id and attempt")
+            {
                 // A stale attempt: keep whatever record the current attempt has.
-                tx.batch.ops.retain(|op| !matches!(op, Op::DeleteJob { job: j, .. } if *j == job.job));
+                tx.batch
+                    .ops
+                    .retain(|op| !matches!(op, Op::DeleteJob { job: j, .. } if *j == job.job));
             }
             Ok(())
         })
@@ -599,8 +719,16 @@ impl Engine {
         let now = self.clock.now();
         match job.operation.as_str() {
             "notify-parent" => {
-                let parent = job.input.get("parent").and_then(as_text).and_then(|s| s.parse::<Uuid>().ok());
-                let token = job.input.get("token").and_then(as_text).and_then(|s| s.parse::<u64>().ok());
+                let parent = job
+                    .input
+                    .get("parent")
+                    .and_then(as_text)
+                    .and_then(|s| s.parse::<Uuid>().ok());
+                let token = job
+                    .input
+                    .get("token")
+                    .and_then(as_text)
+                    .and_then(|s| s.parse::<u64>().ok());
                 let outcome = job
                     .input
                     .get("outcome")
@@ -612,31 +740,63 @@ impl Engine {
                 };
                 if let (Some(parent), Some(token), Some(outcome)) = (parent, token, outcome) {
                     self.transact_at(Some(parent), now, |tx| {
-                        tx.batch.push(Op::DeleteJob { instance: job.instance, job: job.job });
+                        tx.batch.push(Op::DeleteJob {
+                            instance: job.instance,
+                            job: job.job,
+                        });
                         if tx.load(parent)?.is_some() {
-                            tx.apply(parent, Event::ChildEnded { token, outcome: outcome.clone(), vars: vars.clone() })?;
+                            tx.apply(
+                                parent,
+                                Event::ChildEnded {
+                                    token,
+                                    outcome: outcome.clone(),
+                                    vars: vars.clone(),
+                                },
+                            )?;
                         }
                         Ok(())
                     })
                 } else {
-                    self.store.commit(Batch { ops: vec![Op::DeleteJob { instance: job.instance, job: job.job }] })?;
+                    self.store.commit(Batch {
+                        ops: vec![Op::DeleteJob {
+                            instance: job.instance,
+                            job: job.job,
+                        }],
+                    })?;
                     Ok(())
                 }
             }
             "cancel" => {
-                let target = job.input.get("instance").and_then(as_text).and_then(|s| s.parse::<Uuid>().ok());
+                let target = job
+                    .input
+                    .get("instance")
+                    .and_then(as_text)
+                    .and_then(|s| s.parse::<Uuid>().ok());
                 self.transact_at(target, now, |tx| {
-                    tx.batch.push(Op::DeleteJob { instance: job.instance, job: job.job });
+                    tx.batch.push(Op::DeleteJob {
+                        instance: job.instance,
+                        job: job.job,
+                    });
                     if let Some(target) = target
                         && tx.load(target)?.is_some()
                     {
-                        tx.apply(target, Event::Cancel { actor: "parent".into() })?;
+                        tx.apply(
+                            target,
+                            Event::Cancel {
+                                actor: "parent".into(),
+                            },
+                        )?;
                     }
                     Ok(())
                 })
             }
             _ => {
-                self.store.commit(Batch { ops: vec![Op::DeleteJob { instance: job.instance, job: job.job }] })?;
+                self.store.commit(Batch {
+                    ops: vec![Op::DeleteJob {
+                        instance: job.instance,
+                        job: job.job,
+                    }],
+                })?;
                 Ok(())
             }
         }
@@ -654,8 +814,14 @@ impl Engine {
         }
         let remember = |batch: &mut Batch| {
             if let Some(id) = &message.id {
-                let keep = message.ttl.unwrap_or(SignedDuration::ZERO).max(MESSAGE_ID_MEMORY);
-                batch.push(Op::PutMessageId { id: id.clone(), until: now + keep });
+                let keep = message
+                    .ttl
+                    .unwrap_or(SignedDuration::ZERO)
+                    .max(MESSAGE_ID_MEMORY);
+                batch.push(Op::PutMessageId {
+                    id: id.clone(),
+                    until: now + keep,
+                });
             }
         };
         let subs = self.store.subscriptions(&message.name, &message.key)?;
@@ -676,8 +842,13 @@ impl Engine {
                     if tx.load(instance)?.is_none() {
                         return Ok(false);
                     }
-                    Ok(tx.apply(instance, Event::MessageReceived { subscription, vars: message.vars.clone() })?
-                        == Applied::Changed)
+                    Ok(tx.apply(
+                        instance,
+                        Event::MessageReceived {
+                            subscription,
+                            vars: message.vars.clone(),
+                        },
+                    )? == Applied::Changed)
                 })?;
                 if changed {
                     delivered.push(instance);
@@ -689,7 +860,9 @@ impl Engine {
         }
         let start = {
             let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
-            defs.message_starts.get(&message.name).and_then(|v| v.first().cloned())
+            defs.message_starts
+                .get(&message.name)
+                .and_then(|v| v.first().cloned())
         };
         if let Some((process, start)) = start
             && let Some((version, def)) = self.definition(&process)
@@ -746,11 +919,20 @@ impl Engine {
 
     // ----- transactions -----------------------------------------------------------------
 
-    fn transact<T>(&self, instance: Option<InstanceId>, f: impl FnMut(&mut Tx) -> Result<T>) -> Result<T> {
+    fn transact<T>(
+        &self,
+        instance: Option<InstanceId>,
+        f: impl FnMut(&mut Tx) -> Result<T>,
+    ) -> Result<T> {
         self.transact_at(instance, self.clock.now(), f)
     }
 
-    fn transact_at<T>(&self, instance: Option<InstanceId>, now: Timestamp, mut f: impl FnMut(&mut Tx) -> Result<T>) -> Result<T> {
+    fn transact_at<T>(
+        &self,
+        instance: Option<InstanceId>,
+        now: Timestamp,
+        mut f: impl FnMut(&mut Tx) -> Result<T>,
+    ) -> Result<T> {
         // First without the correlation lock; a transaction that turns out to subscribe to a
         // message is computed again holding it (lock order: correlation, then instance).
         {
@@ -857,13 +1039,25 @@ impl<'e> Tx<'e> {
     /// Loads an instance into the transaction (once). `None` when it does not exist.
     fn load(&mut self, id: InstanceId) -> Result<Option<&mut Loaded>> {
         if !self.work.contains_key(&id) {
-            let Some(record) = self.engine.store.instance(id)? else { return Ok(None) };
+            let Some(record) = self.engine.store.instance(id)? else {
+                return Ok(None);
+            };
             let state = decode_state(&record)?;
             let def = self
                 .engine
                 .definition_version(&state.process, state.version)
-                .ok_or_else(|| EngineError::UnknownVersion { process: state.process.clone(), version: state.version })?;
-            self.work.insert(id, Loaded { def, state, changed: false });
+                .ok_or_else(|| EngineError::UnknownVersion {
+                    process: state.process.clone(),
+                    version: state.version,
+                })?;
+            self.work.insert(
+                id,
+                Loaded {
+                    def,
+                    state,
+                    changed: false,
+                },
+            );
             self.order.push(id);
         }
         Ok(self.work.get_mut(&id))
@@ -873,7 +1067,14 @@ impl<'e> Tx<'e> {
         let id = request.id;
         let mut out = Vec::new();
         let state = machine::start(&def, request, self.now, &mut out)?;
-        self.work.insert(id, Loaded { def, state, changed: true });
+        self.work.insert(
+            id,
+            Loaded {
+                def,
+                state,
+                changed: true,
+            },
+        );
         self.order.push(id);
         self.commands(id, out)?;
         self.drain()
@@ -893,7 +1094,9 @@ impl<'e> Tx<'e> {
         let now = self.now;
         let mut out = Vec::new();
         let applied = {
-            let Some(loaded) = self.work.get_mut(&id) else { return Err(EngineError::UnknownInstance(id)) };
+            let Some(loaded) = self.work.get_mut(&id) else {
+                return Err(EngineError::UnknownInstance(id));
+            };
             let applied = machine::apply(&loaded.def, &mut loaded.state, event, now, &mut out)?;
             if applied == Applied::Changed {
                 loaded.changed = true;
@@ -917,11 +1120,30 @@ impl<'e> Tx<'e> {
         for command in commands {
             match command {
                 Command::ScheduleTimer { timer, due, label } => {
-                    self.batch.push(Op::PutTimer(TimerRecord { instance: id, timer, due, label }));
+                    self.batch.push(Op::PutTimer(TimerRecord {
+                        instance: id,
+                        timer,
+                        due,
+                        label,
+                    }));
                 }
-                Command::CancelTimer { timer } => self.batch.push(Op::DeleteTimer { instance: id, timer }),
-                Command::OpenTask { task, step, title, assignee, candidates, due } => {
-                    let process = self.work.get(&id).map(|l| l.state.process.clone()).unwrap_or_default();
+                Command::CancelTimer { timer } => self.batch.push(Op::DeleteTimer {
+                    instance: id,
+                    timer,
+                }),
+                Command::OpenTask {
+                    task,
+                    step,
+                    title,
+                    assignee,
+                    candidates,
+                    due,
+                } => {
+                    let process = self
+                        .work
+                        .get(&id)
+                        .map(|l| l.state.process.clone())
+                        .unwrap_or_default();
                     self.batch.push(Op::PutTask(TaskRecord {
                         instance: id,
                         task,
@@ -934,8 +1156,19 @@ impl<'e> Tx<'e> {
                         due,
                     }));
                 }
-                Command::CancelTask { task } => self.batch.push(Op::DeleteTask { instance: id, task }),
-                Command::EnqueueJob { job, attempt, connector, operation, key, input, due, .. } => {
+                Command::CancelTask { task } => {
+                    self.batch.push(Op::DeleteTask { instance: id, task })
+                }
+                Command::EnqueueJob {
+                    job,
+                    attempt,
+                    connector,
+                    operation,
+                    key,
+                    input,
+                    due,
+                    ..
+                } => {
                     self.batch.push(Op::PutJob(JobRecord {
                         instance: id,
                         job,
@@ -951,7 +1184,11 @@ impl<'e> Tx<'e> {
                     }));
                 }
                 Command::CancelJob { job } => self.batch.push(Op::DeleteJob { instance: id, job }),
-                Command::Subscribe { subscription, name, key } => {
+                Command::Subscribe {
+                    subscription,
+                    name,
+                    key,
+                } => {
                     self.batch.push(Op::PutSubscription(SubscriptionRecord {
                         name: name.clone(),
                         key: key.clone(),
@@ -971,28 +1208,49 @@ impl<'e> Tx<'e> {
                     {
                         self.consumed_messages.push(message.seq);
                         self.batch.push(Op::DeleteMessage { seq: message.seq });
-                        self.events.push_back((id, Event::MessageReceived { subscription, vars: message.vars }));
+                        self.events.push_back((
+                            id,
+                            Event::MessageReceived {
+                                subscription,
+                                vars: message.vars,
+                            },
+                        ));
                     }
                 }
-                Command::Unsubscribe { subscription } => {
-                    self.batch.push(Op::DeleteSubscription { instance: id, subscription })
-                }
-                Command::StartChild { token, process, vars } => {
+                Command::Unsubscribe { subscription } => self.batch.push(Op::DeleteSubscription {
+                    instance: id,
+                    subscription,
+                }),
+                Command::StartChild {
+                    token,
+                    process,
+                    vars,
+                } => {
                     let Some((version, def)) = self.engine.definition(&process) else {
                         self.events.push_back((
                             id,
                             Event::ChildEnded {
                                 token,
-                                outcome: ChildOutcome::Failed { reason: format!("no process `{process}` is deployed") },
+                                outcome: ChildOutcome::Failed {
+                                    reason: format!("no process `{process}` is deployed"),
+                                },
                                 vars: Vars::new(),
                             },
                         ));
                         continue;
                     };
                     let child = Uuid::now_v7();
-                    let start = def.starts.iter().position(|s| matches!(s.trigger, StartTrigger::None)).unwrap_or(0);
-                    self.events.push_back((id, Event::ChildStarted { token, child }));
-                    let business_key = self.work.get(&id).and_then(|l| l.state.business_key.clone());
+                    let start = def
+                        .starts
+                        .iter()
+                        .position(|s| matches!(s.trigger, StartTrigger::None))
+                        .unwrap_or(0);
+                    self.events
+                        .push_back((id, Event::ChildStarted { token, child }));
+                    let business_key = self
+                        .work
+                        .get(&id)
+                        .and_then(|l| l.state.business_key.clone());
                     self.start_instance(
                         def,
                         StartRequest {
@@ -1002,22 +1260,41 @@ impl<'e> Tx<'e> {
                             vars,
                             business_key,
                             actor: "parent".into(),
-                            parent: Some(ParentLink { instance: id, token }),
+                            parent: Some(ParentLink {
+                                instance: id,
+                                token,
+                            }),
                         },
                     )?;
                 }
                 Command::CancelChild { instance } => {
                     if self.work.contains_key(&instance) {
-                        self.events.push_back((instance, Event::Cancel { actor: "parent".into() }));
+                        self.events.push_back((
+                            instance,
+                            Event::Cancel {
+                                actor: "parent".into(),
+                            },
+                        ));
                     } else {
                         let mut input = Vars::new();
                         input.insert("instance".into(), Value::String(instance.to_string()));
                         self.system_job(id, "cancel", input);
                     }
                 }
-                Command::NotifyParent { parent, outcome, vars } => {
+                Command::NotifyParent {
+                    parent,
+                    outcome,
+                    vars,
+                } => {
                     if self.work.contains_key(&parent.instance) {
-                        self.events.push_back((parent.instance, Event::ChildEnded { token: parent.token, outcome, vars }));
+                        self.events.push_back((
+                            parent.instance,
+                            Event::ChildEnded {
+                                token: parent.token,
+                                outcome,
+                                vars,
+                            },
+                        ));
                     } else {
                         let mut input = Vars::new();
                         input.insert("parent".into(), Value::String(parent.instance.to_string()));
@@ -1030,12 +1307,34 @@ impl<'e> Tx<'e> {
                         self.system_job(id, "notify-parent", input);
                     }
                 }
-                Command::RaiseIncident { incident, step, job, error } => {
-                    self.batch.push(Op::PutIncident(IncidentRecord { instance: id, incident, step, job, error, created_at: now }));
+                Command::RaiseIncident {
+                    incident,
+                    step,
+                    job,
+                    error,
+                } => {
+                    self.batch.push(Op::PutIncident(IncidentRecord {
+                        instance: id,
+                        incident,
+                        step,
+                        job,
+                        error,
+                        created_at: now,
+                    }));
                 }
-                Command::ResolveIncident { incident } => self.batch.push(Op::DeleteIncident { instance: id, incident }),
-                Command::History { actor, what, step, detail } => {
-                    let Some(loaded) = self.work.get_mut(&id) else { continue };
+                Command::ResolveIncident { incident } => self.batch.push(Op::DeleteIncident {
+                    instance: id,
+                    incident,
+                }),
+                Command::History {
+                    actor,
+                    what,
+                    step,
+                    detail,
+                } => {
+                    let Some(loaded) = self.work.get_mut(&id) else {
+                        continue;
+                    };
                     loaded.state.history_len += 1;
                     self.batch.push(Op::AppendHistory(HistoryRecord {
                         instance: id,
@@ -1079,7 +1378,9 @@ impl<'e> Tx<'e> {
     fn commit(mut self) -> Result<()> {
         let mut wake = false;
         for id in &self.order {
-            let Some(loaded) = self.work.get(id) else { continue };
+            let Some(loaded) = self.work.get(id) else {
+                continue;
+            };
             if !loaded.changed {
                 continue;
             }

@@ -130,10 +130,19 @@ impl RuntimeHandle {
 
 impl Runtime {
     /// Starts the timer and job loops on the current tokio runtime.
-    pub fn spawn(engine: Arc<Engine>, connectors: Connectors, options: RuntimeOptions) -> RuntimeHandle {
+    pub fn spawn(
+        engine: Arc<Engine>,
+        connectors: Connectors,
+        options: RuntimeOptions,
+    ) -> RuntimeHandle {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let timers = tokio::spawn(timer_loop(engine.clone(), options.clone(), stopped.clone()));
-        let jobs = tokio::spawn(job_loop(engine.clone(), Arc::new(connectors), options, stopped));
+        let jobs = tokio::spawn(job_loop(
+            engine.clone(),
+            Arc::new(connectors),
+            options,
+            stopped,
+        ));
         RuntimeHandle {
             engine,
             stop,
@@ -142,13 +151,20 @@ impl Runtime {
     }
 }
 
-async fn timer_loop(engine: Arc<Engine>, options: RuntimeOptions, mut stopped: tokio::sync::watch::Receiver<bool>) {
+async fn timer_loop(
+    engine: Arc<Engine>,
+    options: RuntimeOptions,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
     if let Err(e) = {
         let engine = engine.clone();
         tokio::task::spawn_blocking(move || engine.arm_start_timers()).await
     }
-    .unwrap_or_else(|e| Err(EngineError::Store(crate::store::StoreError::Io(e.to_string()))))
-    {
+    .unwrap_or_else(|e| {
+        Err(EngineError::Store(crate::store::StoreError::Io(
+            e.to_string(),
+        )))
+    }) {
         tracing::error!(error = %e, "arming timer start events failed");
     }
     loop {
@@ -173,7 +189,9 @@ async fn timer_loop(engine: Arc<Engine>, options: RuntimeOptions, mut stopped: t
                 if wait.is_negative() {
                     Duration::from_millis(1)
                 } else {
-                    Duration::try_from(wait).unwrap_or(options.poll).min(options.poll)
+                    Duration::try_from(wait)
+                        .unwrap_or(options.poll)
+                        .min(options.poll)
                 }
             }
             Ok(Ok((_, None))) => options.poll,
@@ -231,7 +249,11 @@ async fn job_loop(
         let mut started = 0;
         for job in jobs {
             let id = (job.instance, job.job, job.attempt);
-            if !in_flight.lock().unwrap_or_else(|e| e.into_inner()).insert(id) {
+            if !in_flight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id)
+            {
                 continue;
             }
             started += 1;
@@ -240,7 +262,10 @@ async fn job_loop(
             let in_flight = in_flight.clone();
             running.spawn(async move {
                 run_job(&engine, &connectors, job).await;
-                in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&id);
+                in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&id);
                 engine.wake.notify_waiters();
             });
         }
