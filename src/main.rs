@@ -1,5 +1,114 @@
-//! The `ciclo` command: validate and run processes, and (later) the server.
+//! The `ciclo` command: check process files, preview timers, print the process format's JSON
+//! Schema. The server and the commands that talk to it come with the server issue.
+//!
+//! Exit codes: 0 ok, 1 a problem in what the user gave (an invalid process, a timer that can
+//! never fire), 2 an I/O or server error (a file that cannot be read).
 
-fn main() {
-    println!("ciclo");
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+mod validate;
+
+#[derive(Parser)]
+#[command(name = "ciclo", version, about = "Durable lead-to-cash process server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check process files (and folders of them): prints `FILE:LINE:COLUMN: CODE message` per
+    /// problem on stderr and exits 1 when there is any.
+    Validate {
+        /// Process or decision-table files (.yaml), or folders to search for them.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print when a timer fires: the next instants, one per line, in RFC 3339 UTC.
+    Schedule {
+        /// A cron expression (5 or 6 fields), an ISO 8601 duration (P1D), date-time or cycle
+        /// (R3/PT10H).
+        expr: String,
+        /// IANA time zone the expression is read in.
+        #[arg(long, default_value = "UTC")]
+        tz: String,
+        /// Start instant (RFC 3339, e.g. 2027-03-27T00:00:00Z); default now.
+        #[arg(long)]
+        from: Option<String>,
+        /// How many instants to print.
+        #[arg(long, default_value_t = 10)]
+        count: usize,
+    },
+    /// Print the JSON Schema of the process file format, for editors.
+    Schema,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Validate { files } => validate::run(&files),
+        Command::Schedule {
+            expr,
+            tz,
+            from,
+            count,
+        } => schedule(&expr, &tz, from.as_deref(), count),
+        Command::Schema => {
+            let schema = ciclo_engine::parse::json_schema();
+            match serde_json::to_string_pretty(&schema) {
+                Ok(text) => {
+                    println!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(2, &anyhow::anyhow!(e)),
+            }
+        }
+    }
+}
+
+fn fail(code: u8, error: &anyhow::Error) -> ExitCode {
+    eprintln!("ciclo: {error:#}");
+    ExitCode::from(code)
+}
+
+fn schedule(expr: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode {
+    let from = match from {
+        Some(text) => match text.parse::<jiff::Timestamp>() {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("ciclo: --from `{text}` is not an RFC 3339 instant ({e})");
+                eprintln!("  hint: write it like 2027-03-27T00:00:00Z");
+                return ExitCode::from(1);
+            }
+        },
+        None => jiff::Timestamp::now(),
+    };
+    match ciclo_engine::schedule::preview(expr, Some(tz), from, count) {
+        Ok(instants) => {
+            for t in instants {
+                println!("{t}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ciclo: timer `{expr}`: {}", e.message);
+            if e.offset <= expr.len() {
+                eprintln!("  {expr}");
+                eprintln!(
+                    "  {}^",
+                    " ".repeat(expr[..e.offset.min(expr.len())].chars().count())
+                );
+            }
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Reads a file, with the path in the error.
+pub(crate) fn read(path: &Path) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))
 }

@@ -1,0 +1,94 @@
+//! `ciclo validate`: check process files the way a deploy would, and say where each problem is.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use ciclo_engine::parse::{self, Catalog};
+
+/// Collects the YAML files named, or found in the folders named (recursively), in order.
+fn collect(paths: &[PathBuf], out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    for path in paths {
+        if path.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| anyhow::anyhow!("cannot read folder {}: {e}", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| p.is_dir());
+            out.extend(files.into_iter().filter(|p| is_yaml(p)));
+            collect(&dirs, out)?;
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(())
+}
+
+fn is_yaml(p: &Path) -> bool {
+    matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+}
+
+pub fn run(paths: &[PathBuf]) -> ExitCode {
+    let mut files = Vec::new();
+    if let Err(e) = collect(paths, &mut files) {
+        return crate::fail(2, &e);
+    }
+    let mut sources = Vec::new();
+    for file in &files {
+        match crate::read(file) {
+            Ok(text) => sources.push((file.display().to_string(), text)),
+            Err(e) => return crate::fail(2, &e),
+        }
+    }
+    // Decision tables may live in other files of the same folders: load those too, so a
+    // process that uses them validates on its own, but report only the files asked for.
+    let asked: Vec<String> = sources.iter().map(|(f, _)| f.clone()).collect();
+    let mut context = sources.clone();
+    let mut folders: Vec<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
+    folders.sort();
+    folders.dedup();
+    for folder in folders {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        let mut siblings: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_yaml(p))
+            .collect();
+        siblings.sort();
+        for sibling in siblings {
+            let name = sibling.display().to_string();
+            if asked.contains(&name) {
+                continue;
+            }
+            if let Ok(text) = std::fs::read_to_string(&sibling)
+                && !text.lines().any(|l| l.starts_with("process:"))
+            {
+                context.push((name, text));
+            }
+        }
+    }
+    let library = parse::load(&context, &Catalog::standard());
+    let problems: Vec<_> = library
+        .problems
+        .iter()
+        .filter(|p| asked.contains(&p.file))
+        .collect();
+    if problems.is_empty() {
+        let processes = library
+            .definitions
+            .iter()
+            .filter(|d| asked.contains(&d.file))
+            .count();
+        println!("ok: {} file(s), {} process(es)", asked.len(), processes);
+        return ExitCode::SUCCESS;
+    }
+    for p in &problems {
+        eprintln!("{p}");
+    }
+    eprintln!("{} problem(s)", problems.len());
+    ExitCode::from(1)
+}
