@@ -128,15 +128,18 @@ pub(crate) fn suggest(name: &str) -> Option<&'static str> {
         ("ifnull", "coalesce"),
         ("unique", "distinct"),
     ];
-    if let Some((_, target)) = aliases.iter().find(|(alias, _)| *alias == lowered) {
-        return Some(target);
-    }
-    FUNCTIONS
+    // Aliases take part in the distance too, so `lenght` finds `len` through `length`.
+    let candidates = FUNCTIONS
         .iter()
-        .map(|spec| (edit_distance(&lowered, spec.name), spec.name))
-        .filter(|(distance, known)| *distance <= 2.max(known.len() / 4) && *distance < known.len())
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, known)| known)
+        .map(|spec| (spec.name, spec.name))
+        .chain(aliases.iter().copied());
+    candidates
+        .map(|(known, target)| (edit_distance(&lowered, known), known, target))
+        .filter(|(distance, known, _)| {
+            *distance <= 2.max(known.len() / 4) && *distance < known.len()
+        })
+        .min_by_key(|(distance, _, _)| *distance)
+        .map(|(_, _, target)| target)
 }
 
 fn edit_distance(a: &str, b: &str) -> usize {
