@@ -18,7 +18,11 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {} {}", self.file, self.line, self.col, self.code, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: {} {}",
+            self.file, self.line, self.col, self.code, self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }

@@ -5,8 +5,10 @@
 pub mod diagnostics;
 pub mod expr;
 pub mod model;
+pub mod parse;
 pub mod schedule;
 pub mod store;
+pub mod validate;
 pub mod value;
 
 pub use value::{Value, Vars};

@@ -191,7 +191,10 @@ pub enum StepKind {
 pub enum EndKind {
     None,
     /// Throws a business error, caught by an `error` boundary event on an enclosing step.
-    Error { code: String, message: Option<Template> },
+    Error {
+        code: String,
+        message: Option<Template>,
+    },
     /// Ends the whole instance at once.
     Terminate,
 }
@@ -239,7 +242,10 @@ pub struct FormField {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FieldKind {
     Text,
-    Number { min: Option<Decimal>, max: Option<Decimal> },
+    Number {
+        min: Option<Decimal>,
+        max: Option<Decimal>,
+    },
     Boolean,
     Date,
     Choice(Vec<String>),
@@ -280,7 +286,9 @@ pub enum BoundaryEvent {
     Timer(Schedule),
     Message(MessageCatch),
     /// Catches a business error with this code, or any when `None`.
-    Error { code: Option<String> },
+    Error {
+        code: Option<String>,
+    },
 }
 
 /// Multi-instance: run a step once per item of a list.

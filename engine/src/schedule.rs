@@ -24,7 +24,9 @@ impl Schedule {
     /// `R/2027-01-01T09:00/P1D`). `zone` is an IANA name; `None` is UTC.
     pub fn parse(source: &str, zone: Option<&str>) -> Result<Schedule, ScheduleError> {
         let _ = zone;
-        Ok(Schedule { source: source.to_string() })
+        Ok(Schedule {
+            source: source.to_string(),
+        })
     }
     pub fn source(&self) -> &str {
         &self.source

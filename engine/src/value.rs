@@ -95,11 +95,15 @@ impl Value {
         match self {
             Value::Null => serde_json::Value::Null,
             Value::Bool(b) => serde_json::Value::Bool(*b),
-            Value::Number(d) => serde_json::from_str::<serde_json::Number>(&d.normalize().to_string())
-                .map(serde_json::Value::Number)
-                .unwrap_or_else(|_| serde_json::Value::String(d.to_string())),
+            Value::Number(d) => {
+                serde_json::from_str::<serde_json::Number>(&d.normalize().to_string())
+                    .map(serde_json::Value::Number)
+                    .unwrap_or_else(|_| serde_json::Value::String(d.to_string()))
+            }
             Value::String(s) => serde_json::Value::String(s.clone()),
-            Value::List(items) => serde_json::Value::Array(items.iter().map(Value::to_json).collect()),
+            Value::List(items) => {
+                serde_json::Value::Array(items.iter().map(Value::to_json).collect())
+            }
             Value::Map(map) => serde_json::Value::Object(
                 map.iter().map(|(k, v)| (k.clone(), v.to_json())).collect(),
             ),
@@ -143,7 +147,9 @@ mod tests {
     #[test]
     fn json_numbers_are_exact_decimals() {
         let v = Value::from_json(serde_json::json!({"a": 0.1, "b": [1, 2.50]}));
-        let Value::Map(m) = &v else { panic!("map expected") };
+        let Value::Map(m) = &v else {
+            panic!("map expected")
+        };
         assert_eq!(m["a"], Value::Number("0.1".parse().unwrap()));
         assert_eq!(v.to_json().to_string(), r#"{"a":0.1,"b":[1,2.5]}"#);
     }

@@ -38,13 +38,18 @@ pub struct Expr {
 
 impl Expr {
     pub fn parse(source: &str) -> Result<Expr, ExprError> {
-        Ok(Expr { source: source.to_string() })
+        Ok(Expr {
+            source: source.to_string(),
+        })
     }
     pub fn source(&self) -> &str {
         &self.source
     }
     pub fn eval(&self, _scope: &dyn Scope, _ctx: &Context) -> Result<Value, ExprError> {
-        Err(ExprError { message: "not built".into(), offset: 0 })
+        Err(ExprError {
+            message: "not built".into(),
+            offset: 0,
+        })
     }
     /// The root variable names this expression reads.
     pub fn variables(&self) -> Vec<String> {
@@ -60,7 +65,9 @@ pub struct Template {
 
 impl Template {
     pub fn parse(source: &str) -> Result<Template, ExprError> {
-        Ok(Template { source: source.to_string() })
+        Ok(Template {
+            source: source.to_string(),
+        })
     }
     pub fn source(&self) -> &str {
         &self.source
@@ -78,13 +85,20 @@ pub struct UnaryTest {
 
 impl UnaryTest {
     pub fn parse(source: &str) -> Result<UnaryTest, ExprError> {
-        Ok(UnaryTest { source: source.to_string() })
+        Ok(UnaryTest {
+            source: source.to_string(),
+        })
     }
     pub fn source(&self) -> &str {
         &self.source
     }
     /// Whether `input` passes this test.
-    pub fn matches(&self, _input: &Value, _scope: &dyn Scope, _ctx: &Context) -> Result<bool, ExprError> {
+    pub fn matches(
+        &self,
+        _input: &Value,
+        _scope: &dyn Scope,
+        _ctx: &Context,
+    ) -> Result<bool, ExprError> {
         Ok(false)
     }
 }

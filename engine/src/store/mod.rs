@@ -169,24 +169,47 @@ pub enum Op {
     PutDefinition(DefinitionRecord),
     PutInstance(InstanceRecord),
     PutTimer(TimerRecord),
-    DeleteTimer { instance: InstanceId, timer: u64 },
+    DeleteTimer {
+        instance: InstanceId,
+        timer: u64,
+    },
     PutJob(JobRecord),
-    DeleteJob { instance: InstanceId, job: u64 },
+    DeleteJob {
+        instance: InstanceId,
+        job: u64,
+    },
     PutTask(TaskRecord),
-    DeleteTask { instance: InstanceId, task: u64 },
+    DeleteTask {
+        instance: InstanceId,
+        task: u64,
+    },
     PutSubscription(SubscriptionRecord),
-    DeleteSubscription { instance: InstanceId, subscription: u64 },
+    DeleteSubscription {
+        instance: InstanceId,
+        subscription: u64,
+    },
     /// Buffers a message; the store assigns `seq` (the value given is ignored).
     PutMessage(MessageRecord),
-    DeleteMessage { seq: u64 },
+    DeleteMessage {
+        seq: u64,
+    },
     /// Remembers a message id until `until`, so a repeat is ignored.
-    PutMessageId { id: String, until: Timestamp },
+    PutMessageId {
+        id: String,
+        until: Timestamp,
+    },
     PutIncident(IncidentRecord),
-    DeleteIncident { instance: InstanceId, incident: u64 },
+    DeleteIncident {
+        instance: InstanceId,
+        incident: u64,
+    },
     AppendHistory(HistoryRecord),
     /// Maps an idempotency key of a request (for example a start with a business key) to the
     /// instance it created.
-    PutRequestKey { key: String, instance: InstanceId },
+    PutRequestKey {
+        key: String,
+        instance: InstanceId,
+    },
 }
 
 /// Changes applied all together or not at all.
