@@ -11,6 +11,7 @@ pub mod parse;
 pub mod runtime;
 pub mod schedule;
 pub mod store;
+pub mod validate;
 pub mod value;
 
 pub use value::{Value, Vars};
