@@ -18,6 +18,7 @@ pub enum Value {
     #[default]
     Null,
     Bool(bool),
+    #[serde(with = "rust_decimal::serde::str")]
     Number(Decimal),
     String(String),
     List(Vec<Value>),

@@ -89,15 +89,31 @@ fn early_message_is_buffered_and_correlated_once() {
         id: Some("m-1".into()),
         ttl: Some(SignedDuration::from_mins(10)),
     };
-    assert_eq!(h.engine.correlate(message.clone()).unwrap(), Correlation::Buffered);
-    assert_eq!(h.engine.correlate(message.clone()).unwrap(), Correlation::Duplicate);
+    assert_eq!(
+        h.engine.correlate(message.clone()).unwrap(),
+        Correlation::Buffered
+    );
+    assert_eq!(
+        h.engine.correlate(message.clone()).unwrap(),
+        Correlation::Duplicate
+    );
     assert_eq!(h.state(id).status, InstanceStatus::Active);
     h.run_jobs(|_| JobOutcome::Done(Default::default()));
     let s = h.state(id);
     assert_eq!(s.status, InstanceStatus::Completed);
     assert_eq!(s.vars["paid"], num("100"));
-    assert!(h.engine.store().messages("payment", "INV-1").unwrap().is_empty());
-    let received = h.history(id).iter().filter(|l| l.starts_with("message received")).count();
+    assert!(
+        h.engine
+            .store()
+            .messages("payment", "INV-1")
+            .unwrap()
+            .is_empty()
+    );
+    let received = h
+        .history(id)
+        .iter()
+        .filter(|l| l.starts_with("message received"))
+        .count();
     assert_eq!(received, 1);
     // The same id again, after delivery: still one effect.
     assert_eq!(h.engine.correlate(message).unwrap(), Correlation::Duplicate);
@@ -115,14 +131,30 @@ fn early_message_is_buffered_and_correlated_once() {
     h.clock.advance(SignedDuration::from_secs(2));
     h.run_jobs(|_| JobOutcome::Done(Default::default()));
     let s = h.state(late);
-    assert_eq!(s.status, InstanceStatus::Active, "an expired message is never delivered");
+    assert_eq!(
+        s.status,
+        InstanceStatus::Active,
+        "an expired message is never delivered"
+    );
     assert_eq!(s.vars.get("paid"), None);
     // A message with no time to live and nobody waiting is dropped.
-    let dropped = Message { name: "payment".into(), key: "nobody".into(), ..Default::default() };
+    let dropped = Message {
+        name: "payment".into(),
+        key: "nobody".into(),
+        ..Default::default()
+    };
     assert_eq!(h.engine.correlate(dropped).unwrap(), Correlation::Dropped);
     // A fresh message for the waiting instance is delivered at once.
-    let now = Message { name: "payment".into(), key: "INV-2".into(), vars: vars(serde_json::json!({"paid": 7})), ..Default::default() };
-    assert_eq!(h.engine.correlate(now).unwrap(), Correlation::Delivered(vec![late]));
+    let now = Message {
+        name: "payment".into(),
+        key: "INV-2".into(),
+        vars: vars(serde_json::json!({"paid": 7})),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.engine.correlate(now).unwrap(),
+        Correlation::Delivered(vec![late])
+    );
     assert_eq!(h.var(late, "paid"), num("7"));
 }
 
@@ -151,13 +183,21 @@ fn reminders_fire_daily_until_the_task_completes() {
     assert_eq!(h.var(id, "reminders"), num("2"));
     let task = h.tasks(id).pop().expect("open task");
     h.engine
-        .complete_task(id, task.task, vars(serde_json::json!({"decision": "approve"})), "maria")
+        .complete_task(
+            id,
+            task.task,
+            vars(serde_json::json!({"decision": "approve"})),
+            "maria",
+        )
         .unwrap();
     assert_eq!(h.state(id).status, InstanceStatus::Completed);
     assert!(h.engine.store().timers_of(id).unwrap().is_empty());
     assert_eq!(h.advance(SignedDuration::from_hours(24 * 5)), 0);
     assert_eq!(h.var(id, "reminders"), num("2"));
-    assert!(h.history(id).contains(&"task completed approve by maria".to_string()));
+    assert!(
+        h.history(id)
+            .contains(&"task completed approve by maria".to_string())
+    );
 }
 
 #[test]
@@ -165,14 +205,35 @@ fn form_values_are_checked_and_duplicates_absorbed() {
     let h = Harness::new(&[REMINDERS]);
     let id = h.start("approve", serde_json::json!({}));
     let task = h.tasks(id).pop().expect("open task");
-    let bad = h.engine.complete_task(id, task.task, vars(serde_json::json!({"decision": "maybe"})), "maria");
+    let bad = h.engine.complete_task(
+        id,
+        task.task,
+        vars(serde_json::json!({"decision": "maybe"})),
+        "maria",
+    );
     match bad {
-        Err(EngineError::Refused(e)) => assert!(e.to_string().contains("decision: must be one of approve, reject"), "{e}"),
+        Err(EngineError::Refused(e)) => assert!(
+            e.to_string()
+                .contains("decision: must be one of approve, reject"),
+            "{e}"
+        ),
         other => panic!("expected a refused form, got {other:?}"),
     }
     assert_eq!(h.state(id).status, InstanceStatus::Active);
-    h.engine.complete_task(id, task.task, vars(serde_json::json!({"decision": "reject"})), "maria").unwrap();
-    let again = h.engine.complete_task(id, task.task, vars(serde_json::json!({"decision": "approve"})), "maria");
+    h.engine
+        .complete_task(
+            id,
+            task.task,
+            vars(serde_json::json!({"decision": "reject"})),
+            "maria",
+        )
+        .unwrap();
+    let again = h.engine.complete_task(
+        id,
+        task.task,
+        vars(serde_json::json!({"decision": "approve"})),
+        "maria",
+    );
     assert!(matches!(again, Err(EngineError::UnknownTask { .. })));
     assert_eq!(h.var(id, "decision"), Value::String("reject".into()));
 }
@@ -210,13 +271,18 @@ fn jobs_retry_with_the_same_key_then_raise_an_incident_that_can_be_retried() {
         h.clock.advance(SignedDuration::from_secs(10));
     }
     assert_eq!(keys.len(), 3);
-    assert!(keys.iter().all(|k| *k == keys[0]), "one idempotency key for every attempt: {keys:?}");
+    assert!(
+        keys.iter().all(|k| *k == keys[0]),
+        "one idempotency key for every attempt: {keys:?}"
+    );
     let incidents = h.engine.store().incidents_of(id).unwrap();
     assert_eq!(incidents.len(), 1);
     assert!(incidents[0].error.contains("ERP down"));
     assert!(h.engine.store().jobs_of(id).unwrap().is_empty());
     // Retrying the incident runs the job again; this time it works.
-    h.engine.retry_incident(id, incidents[0].incident, "ops").unwrap();
+    h.engine
+        .retry_incident(id, incidents[0].incident, "ops")
+        .unwrap();
     h.clock.advance(SignedDuration::from_secs(10));
     h.run_jobs(|job| {
         keys.push(job.key.clone());
@@ -233,11 +299,16 @@ fn jobs_retry_with_the_same_key_then_raise_an_incident_that_can_be_retried() {
 fn a_business_error_takes_the_error_boundary() {
     let h = Harness::new(&[ORDER]);
     let id = h.start("order", serde_json::json!({"order": "SO-2"}));
-    h.run_jobs(|_| JobOutcome::BusinessError { code: "CUSTOMER_BLOCKED".into(), message: "credit hold".into() });
+    h.run_jobs(|_| JobOutcome::BusinessError {
+        code: "CUSTOMER_BLOCKED".into(),
+        message: "credit hold".into(),
+    });
     let tasks = h.tasks(id);
     assert_eq!(tasks.len(), 1);
     assert_eq!(tasks[0].title, "Unblock customer");
-    let Value::Map(error) = h.var(id, "error") else { panic!("error variable") };
+    let Value::Map(error) = h.var(id, "error") else {
+        panic!("error variable")
+    };
     assert_eq!(error["code"], Value::String("CUSTOMER_BLOCKED".into()));
 }
 
@@ -246,9 +317,16 @@ fn a_stale_job_answer_is_ignored() {
     let h = Harness::new(&[ORDER]);
     let id = h.start("order", serde_json::json!({"order": "SO-3"}));
     let first = h.engine.store().jobs_of(id).unwrap().pop().unwrap();
-    h.engine.job_result(&first, JobOutcome::Failed("timeout".into())).unwrap();
+    h.engine
+        .job_result(&first, JobOutcome::Failed("timeout".into()))
+        .unwrap();
     // The first attempt answers again, late: nothing changes.
-    h.engine.job_result(&first, JobOutcome::Done(vars(serde_json::json!({"number": "X"})))).unwrap();
+    h.engine
+        .job_result(
+            &first,
+            JobOutcome::Done(vars(serde_json::json!({"number": "X"}))),
+        )
+        .unwrap();
     assert_eq!(h.var(id, "erp_number"), Value::Null);
     let second = h.engine.store().jobs_of(id).unwrap().pop().unwrap();
     assert_eq!(second.attempt, 2);
@@ -279,7 +357,9 @@ steps:
     assert_eq!(h.state(id).status, InstanceStatus::Active);
     assert_eq!(h.var(id, "joined"), Value::Null);
     let task = h.tasks(id).pop().unwrap();
-    h.engine.complete_task(id, task.task, Default::default(), "u").unwrap();
+    h.engine
+        .complete_task(id, task.task, Default::default(), "u")
+        .unwrap();
     assert_eq!(h.var(id, "joined"), num("1"));
     assert_eq!(h.state(id).status, InstanceStatus::Completed);
 }
@@ -315,17 +395,27 @@ steps:
     let one = h.start("incl", serde_json::json!({"amount": 50}));
     assert_eq!(h.tasks(one).len(), 1);
     let t = h.tasks(one).pop().unwrap();
-    h.engine.complete_task(one, t.task, Default::default(), "u").unwrap();
+    h.engine
+        .complete_task(one, t.task, Default::default(), "u")
+        .unwrap();
     assert_eq!(h.var(one, "merged"), num("1"));
     assert_eq!(h.state(one).status, InstanceStatus::Completed);
 
     let two = h.start("incl", serde_json::json!({"amount": 500}));
     assert_eq!(h.tasks(two).len(), 2);
     let t = h.tasks(two).pop().unwrap();
-    h.engine.complete_task(two, t.task, Default::default(), "u").unwrap();
-    assert_eq!(h.var(two, "merged"), Value::Null, "waits for the other path");
+    h.engine
+        .complete_task(two, t.task, Default::default(), "u")
+        .unwrap();
+    assert_eq!(
+        h.var(two, "merged"),
+        Value::Null,
+        "waits for the other path"
+    );
     let t = h.tasks(two).pop().unwrap();
-    h.engine.complete_task(two, t.task, Default::default(), "u").unwrap();
+    h.engine
+        .complete_task(two, t.task, Default::default(), "u")
+        .unwrap();
     assert_eq!(h.var(two, "merged"), num("1"));
 
     let none = h.start("incl", serde_json::json!({"amount": 1}));
@@ -352,13 +442,26 @@ steps:
 "#]);
     let a = h.start("race", serde_json::json!({"invoice": "A"}));
     let b = h.start("race", serde_json::json!({"invoice": "B"}));
-    let m = Message { name: "paid".into(), key: "A".into(), ..Default::default() };
-    assert_eq!(h.engine.correlate(m).unwrap(), Correlation::Delivered(vec![a]));
+    let m = Message {
+        name: "paid".into(),
+        key: "A".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        h.engine.correlate(m).unwrap(),
+        Correlation::Delivered(vec![a])
+    );
     h.advance(SignedDuration::from_hours(24 * 31));
     assert_eq!(h.var(a, "outcome"), Value::String("paid".into()));
     assert_eq!(h.var(b, "outcome"), Value::String("overdue".into()));
     assert!(h.engine.store().timers_of(a).unwrap().is_empty());
-    assert!(h.engine.store().subscriptions("paid", "B").unwrap().is_empty());
+    assert!(
+        h.engine
+            .store()
+            .subscriptions("paid", "B")
+            .unwrap()
+            .is_empty()
+    );
 }
 
 #[test]
@@ -424,8 +527,13 @@ steps:
     assert_eq!(h.state(ok).status, InstanceStatus::Completed);
     let bad = h.start("sub", serde_json::json!({"amount": 500}));
     assert_eq!(h.var(bad, "handled"), Value::Bool(true));
-    let Value::Map(error) = h.var(bad, "error") else { panic!("error var") };
-    assert_eq!(error["message"], Value::String("amount 500 too high".into()));
+    let Value::Map(error) = h.var(bad, "error") else {
+        panic!("error var")
+    };
+    assert_eq!(
+        error["message"],
+        Value::String("amount 500 too high".into())
+    );
 }
 
 #[test]
@@ -473,7 +581,7 @@ process: approvals
 start: ask
 steps:
   ask:
-    each: { in: approvers, as: who, collect: { answers: decision } }
+    each: { in: approvers, as: who, parallel: false, collect: { answers: decision } }
     task: "Approve as {{who}}"
     form: { decision: [yes, no] }
 "#,
@@ -485,16 +593,36 @@ steps:
     assert_eq!(h.var(id, "totals"), Value::List(vec![num("3"), num("30")]));
     assert_eq!(h.var(id, "seen"), num("2"));
 
-    let seq = h.start("approvals", serde_json::json!({"approvers": ["ann", "bob"]}));
+    let seq = h.start(
+        "approvals",
+        serde_json::json!({"approvers": ["ann", "bob"]}),
+    );
     let tasks = h.tasks(seq);
     assert_eq!(tasks.len(), 1, "sequential: one at a time");
     assert_eq!(tasks[0].title, "Approve as ann");
-    h.engine.complete_task(seq, tasks[0].task, vars(serde_json::json!({"decision": "yes"})), "ann").unwrap();
+    h.engine
+        .complete_task(
+            seq,
+            tasks[0].task,
+            vars(serde_json::json!({"decision": "yes"})),
+            "ann",
+        )
+        .unwrap();
     let tasks = h.tasks(seq);
     assert_eq!(tasks[0].title, "Approve as bob");
-    h.engine.complete_task(seq, tasks[0].task, vars(serde_json::json!({"decision": "no"})), "bob").unwrap();
+    h.engine
+        .complete_task(
+            seq,
+            tasks[0].task,
+            vars(serde_json::json!({"decision": "no"})),
+            "bob",
+        )
+        .unwrap();
     assert_eq!(h.state(seq).status, InstanceStatus::Completed);
-    assert_eq!(h.var(seq, "answers"), Value::List(vec![Value::from("yes"), Value::from("no")]));
+    assert_eq!(
+        h.var(seq, "answers"),
+        Value::List(vec![Value::from("yes"), Value::from("no")])
+    );
 }
 
 #[test]
@@ -543,8 +671,22 @@ steps:
 
     // A child that waits: the parent wakes when it ends, through the durable job queue.
     let p = h.start("waiting-parent", serde_json::json!({}));
-    let child_task = h.engine.store().tasks(100).unwrap().into_iter().find(|t| t.process == "waiting-child").unwrap();
-    h.engine.complete_task(child_task.instance, child_task.task, Default::default(), "u").unwrap();
+    let child_task = h
+        .engine
+        .store()
+        .tasks(100)
+        .unwrap()
+        .into_iter()
+        .find(|t| t.process == "waiting-child")
+        .unwrap();
+    h.engine
+        .complete_task(
+            child_task.instance,
+            child_task.task,
+            Default::default(),
+            "u",
+        )
+        .unwrap();
     h.run_jobs(|_| JobOutcome::Failed("no connector".into()));
     assert_eq!(h.var(p, "back"), Value::Bool(true));
 }
@@ -584,7 +726,10 @@ steps:
     rules: band
     result: band
 "#]);
-    let hot = h.start("rate", serde_json::json!({"country": "IT", "employees": 500}));
+    let hot = h.start(
+        "rate",
+        serde_json::json!({"country": "IT", "employees": 500}),
+    );
     assert_eq!(h.var(hot, "fit"), num("50"));
     assert_eq!(h.var(hot, "band"), Value::from("hot"));
     let cold = h.start("rate", serde_json::json!({"country": "FR", "employees": 5}));
@@ -603,7 +748,11 @@ steps:
     let id = h.start("oops", serde_json::json!({"amount": 1, "divisor": 0}));
     let incidents = h.engine.store().incidents_of(id).unwrap();
     assert_eq!(incidents.len(), 1);
-    assert!(incidents[0].error.contains("amount / divisor"), "{}", incidents[0].error);
+    assert!(
+        incidents[0].error.contains("amount / divisor"),
+        "{}",
+        incidents[0].error
+    );
     assert_eq!(h.state(id).status, InstanceStatus::Active);
 }
 
@@ -620,13 +769,21 @@ fn running_instances_keep_their_version() {
     assert_eq!(h.state(new).version, 2);
     assert_eq!(h.tasks(new)[0].title, "Approve now");
     let t = h.tasks(old).pop().unwrap();
-    h.engine.complete_task(old, t.task, vars(serde_json::json!({"decision": "approve"})), "u").unwrap();
+    h.engine
+        .complete_task(
+            old,
+            t.task,
+            vars(serde_json::json!({"decision": "approve"})),
+            "u",
+        )
+        .unwrap();
     assert_eq!(h.state(old).status, InstanceStatus::Completed);
 }
 
 #[test]
 fn message_start_and_request_keys() {
-    let h = Harness::new(&[r#"
+    let h = Harness::new(&[
+        r#"
 process: on-lead
 start:
   goto: note
@@ -634,9 +791,17 @@ start:
 steps:
   note:
     set: { noted: true }
-"#, SCORE]);
-    let m = Message { name: "lead-arrived".into(), key: "L-1".into(), ..Default::default() };
-    let Correlation::Started(id) = h.engine.correlate(m).unwrap() else { panic!("started") };
+"#,
+        SCORE,
+    ]);
+    let m = Message {
+        name: "lead-arrived".into(),
+        key: "L-1".into(),
+        ..Default::default()
+    };
+    let Correlation::Started(id) = h.engine.correlate(m).unwrap() else {
+        panic!("started")
+    };
     assert_eq!(h.var(id, "noted"), Value::Bool(true));
     assert_eq!(h.state(id).business_key.as_deref(), Some("L-1"));
 
@@ -656,7 +821,12 @@ fn retention_removes_old_finished_instances() {
     let done = h.start("score", serde_json::json!({"amount": 1}));
     let open = h.start("approve", serde_json::json!({}));
     h.clock.advance(SignedDuration::from_hours(24 * 40));
-    assert_eq!(h.engine.remove_finished(SignedDuration::from_hours(24 * 30)).unwrap(), 1);
+    assert_eq!(
+        h.engine
+            .remove_finished(SignedDuration::from_hours(24 * 30))
+            .unwrap(),
+        1
+    );
     assert!(h.engine.instance(done).unwrap().is_none());
     assert!(h.engine.store().history(done).unwrap().is_empty());
     assert!(h.engine.instance(open).unwrap().is_some());
@@ -668,7 +838,13 @@ fn history_names_each_step_and_actor() {
     let id = h.start("score", serde_json::json!({"amount": 500}));
     let history = h.history(id);
     assert_eq!(history.first().map(String::as_str), Some("started by api"));
-    assert!(history.contains(&"step score by api".to_string()), "{history:?}");
-    assert!(history.contains(&"step approve by api".to_string()), "{history:?}");
+    assert!(
+        history.contains(&"step score by api".to_string()),
+        "{history:?}"
+    );
+    assert!(
+        history.contains(&"step approve by api".to_string()),
+        "{history:?}"
+    );
     assert_eq!(history.last().map(String::as_str), Some("completed by api"));
 }

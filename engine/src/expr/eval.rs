@@ -199,6 +199,13 @@ impl<'a> Evaluator<'a> {
                 Ok(Cow::Owned(Value::Bool(result)))
             }
             Kind::Coalesce(lhs, rhs) => {
+                // `x ?? default` says that `x` may be missing: an unknown root variable on the
+                // left is null here, not an error.
+                if let Some(root) = root_var(lhs)
+                    && self.scope.get(root).is_none()
+                {
+                    return self.eval(rhs);
+                }
                 let value = self.eval(lhs)?;
                 if matches!(*value, Value::Null) {
                     self.eval(rhs)
@@ -482,4 +489,13 @@ pub(crate) fn check_text(len: usize, at: usize) -> Result<(), ExprError> {
 /// The decimal of a whole number of days, for `days_between`.
 pub(crate) fn days(span: jiff::Span) -> Decimal {
     Decimal::from(span.get_days())
+}
+
+/// The root variable of a plain path (`a`, `a.b`, `a?.b`), if the node is one.
+fn root_var(node: &Node) -> Option<&str> {
+    match &node.kind {
+        Kind::Var(name) => Some(name),
+        Kind::Field { target, .. } => root_var(target),
+        _ => None,
+    }
 }

@@ -1306,6 +1306,7 @@ impl<'a> Machine<'a> {
                     return Ok(Applied::Ignored("no step"));
                 };
                 let vars = check_form(step, vars)?;
+                self.out.push(Command::CancelTask { task });
                 for (name, value) in vars {
                     self.set_var(t, &name, value);
                 }

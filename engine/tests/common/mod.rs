@@ -50,16 +50,30 @@ impl Harness {
 
     pub fn start(&self, process: &str, v: serde_json::Value) -> InstanceId {
         self.engine
-            .start(process, StartOptions { vars: vars(v), ..Default::default() })
+            .start(
+                process,
+                StartOptions {
+                    vars: vars(v),
+                    ..Default::default()
+                },
+            )
             .expect("start")
     }
 
     pub fn state(&self, id: InstanceId) -> InstanceState {
-        self.engine.instance(id).expect("load").expect("instance exists").1
+        self.engine
+            .instance(id)
+            .expect("load")
+            .expect("instance exists")
+            .1
     }
 
     pub fn var(&self, id: InstanceId, name: &str) -> Value {
-        self.state(id).vars.get(name).cloned().unwrap_or(Value::Null)
+        self.state(id)
+            .vars
+            .get(name)
+            .cloned()
+            .unwrap_or(Value::Null)
     }
 
     /// Moves the clock forward and fires what fell due, step by step, as a runtime would.
@@ -73,7 +87,10 @@ impl Harness {
                     if t.due > self.clock.now_ts() {
                         self.clock.set(t.due);
                     }
-                    fired += self.engine.fire_due_timers(self.clock.now_ts(), 100).expect("fire");
+                    fired += self
+                        .engine
+                        .fire_due_timers(self.clock.now_ts(), 100)
+                        .expect("fire");
                 }
                 _ => break,
             }
@@ -86,7 +103,11 @@ impl Harness {
     pub fn run_jobs(&self, mut answer: impl FnMut(&JobRecord) -> JobOutcome) -> usize {
         let mut runs = 0;
         loop {
-            let jobs = self.engine.store().due_jobs(self.clock.now_ts(), 100).expect("due jobs");
+            let jobs = self
+                .engine
+                .store()
+                .due_jobs(self.clock.now_ts(), 100)
+                .expect("due jobs");
             if jobs.is_empty() {
                 return runs;
             }
