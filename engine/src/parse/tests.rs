@@ -901,3 +901,214 @@ fn duplicate_process_ids_and_table_names_across_files() {
     "#]]
     .assert_eq(&render(&library.problems));
 }
+
+/// The problems of `code` in `yaml`, as (line, column).
+fn positions(yaml: &str, code: &str) -> Vec<(u32, u32)> {
+    let library = load(
+        &[("p.yaml".to_string(), unindent(yaml))],
+        &Catalog::standard(),
+    );
+    library
+        .problems
+        .iter()
+        .filter(|p| p.code == code)
+        .map(|p| (p.line, p.col))
+        .collect()
+}
+
+/// Bad expressions, templates, cells and timers are reported inside the text the analyst
+/// wrote. Whether a given text is rejected is the expression and schedule parsers' business
+/// (their own tests decide); here every rejection must land on the right line, within the
+/// scalar's columns, and nothing else may be reported.
+#[test]
+fn bad_expressions_timers_and_cells_point_inside_their_text() {
+    let yaml = r#"
+        process: p
+        steps:
+          a:
+            set: { x: "score > > 1", y: 'amount * (2' }
+            then:
+              - when: decision == == "approve"
+                goto: b
+              - otherwise: b
+          b:
+            task: "Approve {{ quote. }}"
+            due: P2X
+            goto: c
+          c:
+            wait: "0 0 31 4 *"
+            goto: d
+          d:
+            rules: t
+            result: r
+        tables:
+          t:
+            inputs: [x]
+            outputs: [y]
+            rules:
+              - when: ["> > 1"]
+                then: [1]
+        "#;
+    // (code, line, first column of the text, last column of the text).
+    let expected = [
+        (codes::BAD_EXPRESSION, 4, 15, 27),
+        (codes::BAD_EXPRESSION, 4, 33, 45),
+        (codes::BAD_EXPRESSION, 6, 15, 38),
+        (codes::BAD_TEMPLATE, 10, 11, 32),
+        (codes::BAD_TIMER, 11, 10, 12),
+        (codes::TIMER_NEVER_FIRES, 14, 11, 22),
+        (codes::BAD_TEST, 24, 16, 22),
+    ];
+    let library = load(
+        &[("p.yaml".to_string(), unindent(yaml))],
+        &Catalog::standard(),
+    );
+    for problem in &library.problems {
+        let fits = expected.iter().any(|&(code, line, first, last)| {
+            problem.code == code && problem.line == line && (first..=last).contains(&problem.col)
+        });
+        assert!(fits, "unexpected problem: {problem}");
+    }
+}
+
+/// A reference written in quotes is reported at its opening quote, like any other value.
+#[test]
+fn positions_of_references_in_quoted_scalars() {
+    let yaml = r#"
+        process: p
+        steps:
+          a:
+            set: { x: 1 }
+            goto: "nowhere"
+        "#;
+    assert_eq!(positions(yaml, codes::UNKNOWN_STEP), [(5, 11)]);
+}
+
+#[test]
+fn operation_position_in_a_quoted_call() {
+    let yaml = r#"
+        process: p
+        steps:
+          a: { call: "einvoice.sned" }
+        "#;
+    assert_eq!(positions(yaml, codes::UNKNOWN_OPERATION), [(3, 24)]);
+}
+
+/// Many truncated and garbled versions of valid files: loading must never panic.
+#[test]
+fn garbled_files_never_panic() {
+    let garbage = [
+        "{", "}", "[", "]", ":", "- ", "'", "\"", "\t", "&a ", "*a", "!!", "|", ">", "{{", "\n  ",
+        "#", "%", "\u{feff}", "é",
+    ];
+    let mut variants = 0;
+    for (name, text) in EXAMPLES {
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        for (i, (at, _)) in chars.iter().enumerate().step_by(3) {
+            let truncated = &text[..*at];
+            let mut garbled = text.to_string();
+            garbled.insert_str(*at, garbage[i % garbage.len()]);
+            let mut cut = text.to_string();
+            let end = chars.get(i + 5).map_or(text.len(), |(e, _)| *e);
+            cut.replace_range(*at..end, "");
+            for variant in [truncated.to_string(), garbled, cut] {
+                let _ = load(&[(name.to_string(), variant)], &Catalog::standard());
+                variants += 1;
+            }
+        }
+        // Every line with its indentation shifted, one at a time.
+        let lines: Vec<&str> = text.lines().collect();
+        for i in 0..lines.len() {
+            let mut shifted = lines.clone();
+            let moved = format!("   {}", lines[i]);
+            shifted[i] = &moved;
+            let _ = load(
+                &[(name.to_string(), shifted.join("\n"))],
+                &Catalog::standard(),
+            );
+            variants += 1;
+        }
+    }
+    assert!(variants > 2000, "only {variants} variants");
+}
+
+#[test]
+fn schema_lists_every_key_the_parser_accepts() {
+    let schema = json_schema();
+    let step = &schema["$defs"]["step"]["properties"];
+    for key in keys::all_step_keys() {
+        assert!(
+            step.get(key.name).is_some(),
+            "step key `{}` missing from the schema",
+            key.name
+        );
+    }
+    for kind in keys::KINDS {
+        assert!(
+            schema["$defs"]["step"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["required"][0] == kind.key.name),
+            "kind `{}` missing from the step's oneOf",
+            kind.key.name
+        );
+    }
+    let process = &schema["anyOf"][0]["properties"];
+    for key in keys::PROCESS {
+        assert!(
+            process.get(key.name).is_some(),
+            "process key `{}` missing",
+            key.name
+        );
+    }
+    // Nested maps: every key of every table the parser checks appears somewhere in the schema.
+    let text = schema.to_string();
+    let tables: &[&[keys::Key]] = &[
+        keys::START,
+        keys::TABLE,
+        keys::RULE,
+        keys::COMMON,
+        keys::USER_TASK,
+        keys::REMINDERS,
+        keys::ESCALATE,
+        keys::RETRY,
+        keys::BRANCH,
+        keys::BOUNDARY,
+        keys::WAIT,
+        keys::RACE,
+        keys::SUBPROCESS,
+        keys::EACH,
+        keys::END,
+        keys::FIELD,
+    ];
+    for table in tables {
+        for key in *table {
+            assert!(
+                text.contains(&format!("\"{}\":{{", key.name)),
+                "key `{}` missing",
+                key.name
+            );
+        }
+    }
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(
+        schema["$defs"]["step"]["dependentRequired"]["send"][0],
+        "to"
+    );
+}
+
+#[test]
+fn every_code_is_documented() {
+    let doc = include_str!("../../../docs/errors.md");
+    for (code, _) in codes::ALL {
+        assert!(doc.contains(code), "{code} is not in docs/errors.md");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (code, _) in codes::ALL {
+        assert!(seen.insert(code), "{code} listed twice");
+    }
+}
