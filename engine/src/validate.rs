@@ -317,6 +317,23 @@ pub fn graph(def: &Definition) -> Vec<Problem> {
         }
     }
 
+    // An unresolved reference (already reported) breaks the graph: what it would make
+    // unreachable or endless is noise until it is fixed.
+    let broken = def
+        .starts
+        .iter()
+        .map(|s| &s.target)
+        .chain(def.steps.iter().flat_map(|s| {
+            let mut refs = successors(s);
+            if let StepKind::Subprocess { start } = &s.kind {
+                refs.push(start);
+            }
+            refs
+        }));
+    if broken.into_iter().any(|r| !resolved(def, r.id)) {
+        return problems;
+    }
+
     // Reachability from the starts, following every kind of edge and into sub-processes.
     let n = def.steps.len();
     let mut reached = vec![false; n];

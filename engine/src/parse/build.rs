@@ -12,7 +12,7 @@ use rust_decimal::Decimal;
 
 use super::codes;
 use super::keys::{self, Key, Kind};
-use super::suggest::{did_you_mean, list_words};
+use super::suggest::{count, did_you_mean, list_all, list_words};
 use super::yaml::{self, Node, Scalar, SourceMap, YamlIssue};
 use crate::diagnostics::Problem;
 use crate::expr::{Expr, Template, UnaryTest};
@@ -183,7 +183,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                     node.span,
                     codes::MISSING_KEY,
                     format!("{context} needs `{}`", k.name),
-                    Some(k.doc.to_string()),
+                    Some(doc_hint(k.doc)),
                 );
             }
         }
@@ -735,7 +735,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                     format!("step `{name}` is empty"),
                     Some(format!(
                         "give it one of: {}",
-                        list_words(keys::KINDS.iter().map(|k| k.key.name))
+                        list_all(keys::KINDS.iter().map(|k| k.key.name))
                     )),
                 );
             } else {
@@ -817,10 +817,13 @@ impl<'t, 'n> FileParser<'t, 'n> {
                     format!("step `{name}` does not say what it does"),
                     Some(format!(
                         "give it one of: {}",
-                        list_words(keys::KINDS.iter().map(|k| k.key.name))
+                        list_all(keys::KINDS.iter().map(|k| k.key.name))
                     )),
                 );
             }
+            // Still follow its `goto`, `then` and `on`, so the steps after it are not reported
+            // as unreachable because of this one mistake.
+            self.flow(&mut step, node, &keys::KINDS[0], parent);
             return step;
         };
         for extra in kind.extras.iter().filter(|e| e.required) {
@@ -829,19 +832,11 @@ impl<'t, 'n> FileParser<'t, 'n> {
                     span,
                     codes::MISSING_KEY,
                     format!("{context} needs `{}`", extra.name),
-                    Some(extra.doc.to_string()),
+                    Some(doc_hint(extra.doc)),
                 );
             }
         }
-
-        step.label = node.get("label").and_then(|n| self.text(n, "`label`"));
-        step.next = self.next(node, kind, parent);
-        if let Some(on) = node.get("on") {
-            step.boundary = self.boundaries(on, parent);
-        }
-        if let Some(each) = node.get("each") {
-            step.multi = self.multi(each);
-        }
+        self.flow(&mut step, node, kind, parent);
         for key in ["on", "each"] {
             if node.get(key).is_some() && !kind.is_activity {
                 self.report(
@@ -858,6 +853,18 @@ impl<'t, 'n> FileParser<'t, 'n> {
         let value = node.get(kind.key.name).unwrap_or(node);
         step.kind = self.kind(kind, value, node, id, parent, &mut step.boundary);
         step
+    }
+
+    /// The keys every step shares: `label`, `goto`/`then`, `on` and `each`.
+    fn flow(&mut self, step: &mut Step, node: &Node, kind: &Kind, parent: Option<StepId>) {
+        step.label = node.get("label").and_then(|n| self.text(n, "`label`"));
+        step.next = self.next(node, kind, parent);
+        if let Some(on) = node.get("on") {
+            step.boundary = self.boundaries(on, parent);
+        }
+        if let Some(each) = node.get("each") {
+            step.multi = self.multi(each);
+        }
     }
 
     fn next(&mut self, node: &Node, kind: &Kind, parent: Option<StepId>) -> Next {
@@ -1544,7 +1551,9 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 );
                 continue;
             }
+            let before = self.problems.len();
             self.check_keys(item, &refs(keys::BOUNDARY), "this boundary event");
+            let misspelt = self.problems.len() > before;
             let triggers: Vec<&str> = ["error", "timer", "every", "message"]
                 .into_iter()
                 .filter(|k| item.get(k).is_some())
@@ -1604,12 +1613,16 @@ impl<'t, 'n> FileParser<'t, 'n> {
                         BoundaryEvent::Message(MessageCatch { name, key })
                     }),
                 None => {
-                    self.report(
-                        item.span,
-                        codes::MISSING_KEY,
-                        "this boundary event needs `error`, `timer`, `every` or `message`".into(),
-                        None,
-                    );
+                    // A misspelt trigger (`eror:`) was just reported as an unknown key.
+                    if !misspelt {
+                        self.report(
+                            item.span,
+                            codes::MISSING_KEY,
+                            "this boundary event needs `error`, `timer`, `every` or `message`"
+                                .into(),
+                            None,
+                        );
+                    }
                     None
                 }
             };
@@ -1793,8 +1806,9 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 when_node.span,
                 codes::CELL_COUNT,
                 format!(
-                    "this rule has {} `when` cells but the table has {inputs} inputs",
-                    cells.len()
+                    "this rule has {} but the table has {}",
+                    count(cells.len(), "`when` cell"),
+                    count(inputs, "input")
                 ),
                 Some("write one cell per input; `-` matches anything".into()),
             );
@@ -1805,8 +1819,9 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 then_node.span,
                 codes::CELL_COUNT,
                 format!(
-                    "this rule has {} `then` values but the table has {outputs} outputs",
-                    values.len()
+                    "this rule has {} but the table has {}",
+                    count(values.len(), "`then` value"),
+                    count(outputs, "output")
                 ),
                 Some("write one expression per output".into()),
             );
@@ -1925,4 +1940,14 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A key's documentation as a hint: "the process id: ..." rather than "The process id: ...".
+fn doc_hint(doc: &str) -> String {
+    let doc = doc.trim_end_matches('.');
+    let mut chars = doc.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
 }

@@ -22,3 +22,20 @@ pub fn list_words<'a>(words: impl Iterator<Item = &'a str>) -> String {
     }
     out.join(", ")
 }
+
+/// Every word joined for a hint: "`a`, `b`, `c`".
+pub fn list_all<'a>(words: impl Iterator<Item = &'a str>) -> String {
+    words
+        .map(|w| format!("`{w}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// "1 cell", "2 cells".
+pub fn count(n: usize, word: &str) -> String {
+    if n == 1 {
+        format!("1 {word}")
+    } else {
+        format!("{n} {word}s")
+    }
+}

@@ -323,3 +323,792 @@ fn default_start_is_the_first_step_and_literals_stay_literal() {
     let sources: Vec<&str> = assignments.iter().map(|a| a.value.source()).collect();
     assert_eq!(sources, ["1.50", "true", "NO", "\"approved\"", "1000"]);
 }
+
+#[test]
+fn yaml_syntax_error() {
+    check(
+        r#"
+        process: p
+        steps:
+          a: { set: { x: 1 }
+        "#,
+        expect![[r#"
+            p.yaml:5:1: CICLO-E0101 YAML syntax error: while parsing a flow mapping, did not find expected ',' or '}'
+        "#]],
+    );
+}
+
+#[test]
+fn bare_template_in_flow_text_is_a_syntax_error_with_a_hint() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            task: {{ quote.number }} approval
+        "#,
+        expect![[r#"
+            p.yaml:4:30: CICLO-E0101 YAML syntax error: while parsing a block mapping, did not find expected key
+              hint: a value with {{ }} that starts with `{` must be in quotes: "{{ x }} ..."
+        "#]],
+    );
+}
+
+#[test]
+fn bare_template_read_as_a_map() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            task: {{ quote.number }}
+            assignee: {{owner}}
+        "#,
+        expect![[r#"
+            p.yaml:4:11: CICLO-E0106 this looks like a template but YAML read it as a map; put it in quotes: "{{ quote.number }}"
+            p.yaml:5:15: CICLO-E0106 this looks like a template but YAML read it as a map; put it in quotes: "{{ owner }}"
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_keys_suggest_the_closest() {
+    check(
+        r#"
+        process: p
+        stpes: {}
+        steps:
+          a:
+            task: Approve
+            cadidates: [sales]
+            on:
+              - eror: any
+                goto: a
+        "#,
+        expect![[r#"
+            p.yaml:2:1: CICLO-E0103 unknown key `stpes` in the process
+              hint: did you mean `steps`?
+            p.yaml:6:5: CICLO-E0103 unknown key `cadidates` in step `a`
+              hint: did you mean `candidates`?
+            p.yaml:8:9: CICLO-E0103 unknown key `eror` in this boundary event
+              hint: did you mean `error`?
+        "#]],
+    );
+}
+
+#[test]
+fn a_key_of_another_kind() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            call: erp.create-order
+            assignee: bob
+        "#,
+        expect![[r#"
+            p.yaml:5:5: CICLO-E0103 `assignee` does not belong to a `call` step
+              hint: `assignee` belongs to `task` steps
+        "#]],
+    );
+}
+
+#[test]
+fn missing_keys() {
+    check(
+        r#"
+        steps:
+          a:
+            send: quote-email
+          b:
+            rules: lead-fit
+        tables:
+          lead-fit:
+            inputs: [x]
+            rules: []
+        "#,
+        expect![[r#"
+            p.yaml:1:1: CICLO-E0104 the process needs `process`
+              hint: the process id: lowercase letters, digits, `-` and `_`
+            p.yaml:2:3: CICLO-E0104 step `a` needs `to`
+              hint: the recipient's address, an expression
+            p.yaml:4:3: CICLO-E0104 step `b` needs `result`
+              hint: the variable that receives the table's result
+            p.yaml:4:3: CICLO-E0117 step `b` is never reached
+              hint: add `goto: b` to a step that should lead here, or remove it
+            p.yaml:8:5: CICLO-E0104 table `lead-fit` needs `outputs`
+              hint: output names, one per output column
+        "#]],
+    );
+}
+
+#[test]
+fn wrong_value_types() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            set: [x, y]
+            on: { error: any }
+            goto: [b]
+          b:
+            task: Check
+            form: { ok: { type: boolean, required: maybe } }
+            retry: 3
+        "#,
+        expect![[r#"
+            p.yaml:4:10: CICLO-E0105 `set` should be a map of names to expressions, found a list
+            p.yaml:5:9: CICLO-E0105 `on` should be a list of events such as `- error: any` with `goto`, found a map
+            p.yaml:6:11: CICLO-E0105 a step name should be a text, found a list
+            p.yaml:9:44: CICLO-E0105 `required` should be true or false, found a text
+            p.yaml:10:5: CICLO-E0103 `retry` does not belong to a `task` step
+              hint: `retry` belongs to `call` steps
+        "#]],
+    );
+}
+
+#[test]
+fn invalid_values() {
+    check(
+        r#"
+        process: Quote Approval
+        steps:
+          a:
+            call: erp
+            retry: { attempts: 0, backoff: soon }
+            goto: b
+          b:
+            join: some
+            goto: c
+          c:
+            task: Fill in
+            form: { amount: nunber }
+            goto: d
+          d: { end: false }
+        "#,
+        expect![[r#"
+            p.yaml:1:10: CICLO-E0107 `Quote Approval` is not a valid process id
+              hint: use lowercase letters, digits, `-` and `_`, such as `quote-approval`
+            p.yaml:4:11: CICLO-E0107 `erp` does not name a connector operation
+              hint: write `connector.operation`, such as `erp.create-order`
+            p.yaml:5:24: CICLO-E0107 `attempts` is a whole number, at least 1
+            p.yaml:5:36: CICLO-E0107 `soon` is not a duration in hours, minutes or seconds
+              hint: write it like PT1S, PT5M or PT2H
+            p.yaml:8:11: CICLO-E0107 `join` is `all` or `any`
+              hint: `all` waits for every incoming path; `any` for the paths that can still arrive
+            p.yaml:12:21: CICLO-E0107 unknown field type `nunber`
+              hint: did you mean `number`?
+            p.yaml:14:13: CICLO-E0107 `end` is `true`, `terminate` or `{ error: CODE }`, found `false`
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_step_with_suggestion() {
+    check(
+        r#"
+        process: p
+        steps:
+          approve:
+            task: Approve
+            goto: sned
+          send:
+            send: quote-email
+            to: quote.email
+        "#,
+        expect![[r#"
+            p.yaml:5:11: CICLO-E0114 there is no step named `sned`
+              hint: did you mean `send`?
+        "#]],
+    );
+}
+
+#[test]
+fn unreachable_step() {
+    check(
+        r#"
+        process: p
+        start: a
+        steps:
+          a: { set: { x: 1 } }
+          orphan: { set: { x: 2 } }
+          group:
+            subprocess:
+              steps: { inner: { set: { y: 1 } } }
+        "#,
+        expect![[r#"
+            p.yaml:5:3: CICLO-E0117 step `orphan` is never reached
+              hint: add `goto: orphan` to a step that should lead here, or remove it
+            p.yaml:6:3: CICLO-E0117 step `group` is never reached
+              hint: add `goto: group` to a step that should lead here, or remove it
+        "#]],
+    );
+}
+
+#[test]
+fn a_loop_without_exit_never_ends() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            set: { n: n + 1 }
+            goto: b
+          b:
+            wait: P1D
+            goto: a
+        "#,
+        expect![[r#"
+            p.yaml:3:3: CICLO-E0118 the flow can never end from step `a`: `a`, `b` loop without a way out
+              hint: give the loop an exit: a `then` or `decide` branch, or an `otherwise`, that leads to an end
+        "#]],
+    );
+}
+
+#[test]
+fn exclusive_choice_without_otherwise() {
+    check(
+        r#"
+        process: p
+        steps:
+          check:
+            decide:
+              - when: score > 100
+                goto: high
+              - when: score > 50
+                goto: low
+          high:
+            task: Look at it
+            then:
+              - when: ok
+                goto: low
+          low: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:4:5: CICLO-E0119 `decide` in step `check` has no `otherwise`: when no condition is true the instance gets stuck
+              hint: add `- otherwise: <step>` as the last entry, for example `- otherwise: high`
+            p.yaml:11:5: CICLO-E0119 `then` in step `high` has no `otherwise`: when no condition is true the instance gets stuck
+              hint: add `- otherwise: <step>` as the last entry, for example `- otherwise: low`
+        "#]],
+    );
+}
+
+#[test]
+fn duplicate_steps_and_duplicate_keys() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            set: { x: 1 }
+            goto: b
+            goto: c
+          b:
+            subprocess:
+              steps:
+                a: { set: { y: 1 } }
+          c: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:6:5: CICLO-E0102 duplicate key `goto` (first at line 5)
+              hint: remove one of them: YAML would silently keep only one
+            p.yaml:10:9: CICLO-E0113 a step named `a` already exists (line 3)
+              hint: step names must be unique in the whole file, sub-processes included
+            p.yaml:11:3: CICLO-E0117 step `c` is never reached
+              hint: add `goto: c` to a step that should lead here, or remove it
+        "#]],
+    );
+}
+
+#[test]
+fn goto_out_of_and_into_a_subprocess() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            set: { x: 1 }
+            goto: inner
+          group:
+            subprocess:
+              steps:
+                inner:
+                  set: { y: 1 }
+                  goto: outside
+          outside: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:5:11: CICLO-E0116 `inner` is inside sub-process `group`: a path cannot jump into it
+              hint: `goto: group` and let the sub-process's `start` choose its first step
+            p.yaml:6:3: CICLO-E0117 step `group` is never reached
+              hint: add `goto: group` to a step that should lead here, or remove it
+            p.yaml:11:17: CICLO-E0115 `outside` is outside this sub-process: a path cannot jump out of it
+              hint: end the path inside the sub-process and `goto` from the sub-process step
+        "#]],
+    );
+}
+
+#[test]
+fn two_kinds_or_none() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            task: Approve
+            call: erp.create-order
+            goto: b
+          b:
+            label: Nothing here
+            goto: c
+          c:
+            tsk: Do it
+          d:
+        "#,
+        expect![[r#"
+            p.yaml:5:5: CICLO-E0111 step `a` has two kinds, `task` and `call`
+              hint: a step does one thing: split it into two steps joined by `goto`
+            p.yaml:7:3: CICLO-E0110 step `b` does not say what it does
+              hint: give it one of: `set`, `call`, `send`, `task`, `rules`, `receive`, `wait`, `process`, `decide`, `parallel`, `branch`, `join`, `race`, `subprocess`, `end`
+            p.yaml:11:5: CICLO-E0103 unknown key `tsk` in step `c`
+              hint: did you mean `task`?
+            p.yaml:12:3: CICLO-E0110 step `d` is empty
+              hint: give it one of: `set`, `call`, `send`, `task`, `rules`, `receive`, `wait`, `process`, `decide`, `parallel`, `branch`, `join`, `race`, `subprocess`, `end`
+            p.yaml:12:3: CICLO-E0117 step `d` is never reached
+              hint: add `goto: d` to a step that should lead here, or remove it
+        "#]],
+    );
+}
+
+#[test]
+fn goto_with_then_and_goto_on_gateways() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            set: { x: 1 }
+            goto: c
+            then:
+              - when: x > 1
+                goto: c
+              - otherwise: c
+          b:
+            parallel: [c]
+            goto: c
+          c:
+            end: true
+            goto: a
+        "#,
+        expect![[r#"
+            p.yaml:6:5: CICLO-E0112 a step has either `goto` or `then`, not both
+              hint: put the default path in `then` as `- otherwise: <step>`
+            p.yaml:10:3: CICLO-E0117 step `b` is never reached
+              hint: add `goto: b` to a step that should lead here, or remove it
+            p.yaml:12:5: CICLO-E0112 `goto` does not apply here: a `parallel` step names its targets itself
+              hint: remove `goto`
+            p.yaml:13:3: CICLO-E0117 step `c` is never reached
+              hint: add `goto: c` to a step that should lead here, or remove it
+            p.yaml:15:5: CICLO-E0112 `goto` does not apply here: an `end` step ends its path
+              hint: remove `goto`
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_connector_operation_table_and_process() {
+    let yaml = unindent(
+        r#"
+        process: p
+        steps:
+          a:
+            call: erpp.create-order
+            goto: b
+          b:
+            call: einvoice.rendr
+            goto: c
+          c:
+            rules: lead-fitt
+            result: fit
+            goto: d
+          d:
+            process: duning
+        tables:
+          lead-fit:
+            inputs: [x]
+            outputs: [y]
+            rules: [{ when: [1], then: [2] }]
+        "#,
+    );
+    let mut catalog = Catalog::standard();
+    catalog.processes.insert("dunning".into());
+    let library = load(&[("p.yaml".into(), yaml)], &catalog);
+    expect![[r#"
+        p.yaml:4:11: CICLO-E0130 unknown connector `erpp`
+          hint: did you mean `erp`?
+        p.yaml:7:20: CICLO-E0131 connector `einvoice` has no operation `rendr`
+          hint: did you mean `render`?
+        p.yaml:10:12: CICLO-E0132 unknown decision table `lead-fitt`
+          hint: did you mean `lead-fit`?
+        p.yaml:14:14: CICLO-E0133 unknown process `duning`
+          hint: did you mean `dunning`?
+    "#]]
+    .assert_eq(&render(&library.problems));
+}
+
+#[test]
+fn decision_table_shape() {
+    check(
+        r#"
+        tables:
+          t:
+            hit: firts
+            inputs: [a, b]
+            outputs: [x, y]
+            rules:
+              - when: [1]
+                then: [1, 2]
+              - when: [1, 2]
+                then: [3]
+        "#,
+        expect![[r#"
+            p.yaml:3:10: CICLO-E0107 unknown hit policy `firts`
+              hint: did you mean `first`?
+            p.yaml:7:15: CICLO-E0123 this rule has 1 `when` cell but the table has 2 inputs
+              hint: write one cell per input; `-` matches anything
+            p.yaml:10:15: CICLO-E0123 this rule has 1 `then` value but the table has 2 outputs
+              hint: write one expression per output
+        "#]],
+    );
+}
+
+#[test]
+fn boundary_events_and_multi_instance_only_on_activities() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            decide:
+              - when: x
+                goto: b
+              - otherwise: b
+            on: [{ error: any, goto: b }]
+          b:
+            wait: P1D
+            each: { in: xs, as: x }
+        "#,
+        expect![[r#"
+            p.yaml:8:5: CICLO-E0135 `on` applies to tasks and sub-processes, not to a `decide` step
+            p.yaml:11:5: CICLO-E0135 `each` applies to tasks and sub-processes, not to a `wait` step
+        "#]],
+    );
+}
+
+#[test]
+fn boundary_event_rules() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            call: erp.create-order
+            on:
+              - error: any
+                interrupt: false
+                goto: b
+              - timer: PT1H
+                message: m
+                goto: b
+              - goto: b
+          b: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:7:9: CICLO-E0107 an error always interrupts the step
+              hint: remove `interrupt: false`
+            p.yaml:10:9: CICLO-E0107 a boundary event has one trigger, found `timer` and `message`
+              hint: write one event per list entry
+            p.yaml:12:9: CICLO-E0104 this boundary event needs `error`, `timer`, `every` or `message`
+        "#]],
+    );
+}
+
+#[test]
+fn unknown_time_zone() {
+    // Without a time-zone database on the machine the check cannot run; the test then only
+    // asserts that nothing else is reported.
+    let has_db = jiff::tz::db().available().next().is_some();
+    let library = load(
+        &[(
+            "p.yaml".into(),
+            "process: p\nzone: Europe/Roma\nsteps:\n  a: { wait: P1D }\n".into(),
+        )],
+        &Catalog::standard(),
+    );
+    let text = render(&library.problems);
+    if has_db {
+        expect![[r#"
+            p.yaml:2:7: CICLO-E0127 unknown time zone `Europe/Roma`
+              hint: did you mean `Europe/Rome`?
+        "#]]
+        .assert_eq(&text);
+    } else {
+        assert_eq!(text, "");
+    }
+}
+
+#[test]
+fn files_that_are_not_processes() {
+    let library = load(
+        &[
+            ("empty.yaml".into(), "".into()),
+            ("list.yaml".into(), "- a\n- b\n".into()),
+            ("other.yaml".into(), "name: x\n".into()),
+        ],
+        &Catalog::standard(),
+    );
+    expect![[r#"
+        empty.yaml:1:1: CICLO-E0108 the file is empty
+          hint: a process file starts with `process: <id>`; a table library has only `tables:`
+        list.yaml:1:1: CICLO-E0108 a process file is a map of keys, found a list
+          hint: a process file starts with `process: <id>`; a table library has only `tables:`
+        other.yaml:1:1: CICLO-E0108 this file is neither a process nor a table library
+          hint: a process file starts with `process: <id>`; a table library has only `tables:`
+    "#]]
+    .assert_eq(&render(&library.problems));
+}
+
+#[test]
+fn duplicate_process_ids_and_table_names_across_files() {
+    let a = "process: p\ntables:\n  t: { inputs: [x], outputs: [y], rules: [] }\nsteps:\n  a: { end: true }\n";
+    let b = "tables:\n  t: { inputs: [x], outputs: [y], rules: [] }\n";
+    let library = load(
+        &[
+            ("a.yaml".into(), a.into()),
+            ("b.yaml".into(), b.into()),
+            ("c.yaml".into(), a.into()),
+        ],
+        &Catalog::standard(),
+    );
+    expect![[r#"
+        b.yaml:2:3: CICLO-E0134 decision table `t` is already declared in a.yaml
+          hint: table names are shared by all files: rename one of them
+        c.yaml:1:1: CICLO-E0134 process `p` is already declared in a.yaml
+          hint: each process id is declared by one file
+        c.yaml:3:3: CICLO-E0134 decision table `t` is already declared in a.yaml
+          hint: table names are shared by all files: rename one of them
+    "#]]
+    .assert_eq(&render(&library.problems));
+}
+
+/// The problems of `code` in `yaml`, as (line, column).
+fn positions(yaml: &str, code: &str) -> Vec<(u32, u32)> {
+    let library = load(
+        &[("p.yaml".to_string(), unindent(yaml))],
+        &Catalog::standard(),
+    );
+    library
+        .problems
+        .iter()
+        .filter(|p| p.code == code)
+        .map(|p| (p.line, p.col))
+        .collect()
+}
+
+/// Bad expressions, templates, cells and timers are reported inside the text the analyst
+/// wrote. Whether a given text is rejected is the expression and schedule parsers' business
+/// (their own tests decide); here every rejection must land on the right line, within the
+/// scalar's columns, and nothing else may be reported.
+#[test]
+fn bad_expressions_timers_and_cells_point_inside_their_text() {
+    let yaml = r#"
+        process: p
+        steps:
+          a:
+            set: { x: "score > > 1", y: 'amount * (2' }
+            then:
+              - when: decision == == "approve"
+                goto: b
+              - otherwise: b
+          b:
+            task: "Approve {{ quote. }}"
+            due: P2X
+            goto: c
+          c:
+            wait: "0 0 31 4 *"
+            goto: d
+          d:
+            rules: t
+            result: r
+        tables:
+          t:
+            inputs: [x]
+            outputs: [y]
+            rules:
+              - when: ["> > 1"]
+                then: [1]
+        "#;
+    // (code, line, first column of the text, last column of the text).
+    let expected = [
+        (codes::BAD_EXPRESSION, 4, 15, 27),
+        (codes::BAD_EXPRESSION, 4, 33, 45),
+        (codes::BAD_EXPRESSION, 6, 15, 38),
+        (codes::BAD_TEMPLATE, 10, 11, 32),
+        (codes::BAD_TIMER, 11, 10, 12),
+        (codes::TIMER_NEVER_FIRES, 14, 11, 22),
+        (codes::BAD_TEST, 24, 16, 22),
+    ];
+    let library = load(
+        &[("p.yaml".to_string(), unindent(yaml))],
+        &Catalog::standard(),
+    );
+    for problem in &library.problems {
+        let fits = expected.iter().any(|&(code, line, first, last)| {
+            problem.code == code && problem.line == line && (first..=last).contains(&problem.col)
+        });
+        assert!(fits, "unexpected problem: {problem}");
+    }
+}
+
+/// A reference written in quotes is reported at its opening quote, like any other value.
+#[test]
+fn positions_of_references_in_quoted_scalars() {
+    let yaml = r#"
+        process: p
+        steps:
+          a:
+            set: { x: 1 }
+            goto: "nowhere"
+        "#;
+    assert_eq!(positions(yaml, codes::UNKNOWN_STEP), [(5, 11)]);
+}
+
+#[test]
+fn operation_position_in_a_quoted_call() {
+    let yaml = r#"
+        process: p
+        steps:
+          a: { call: "einvoice.sned" }
+        "#;
+    assert_eq!(positions(yaml, codes::UNKNOWN_OPERATION), [(3, 24)]);
+}
+
+/// Many truncated and garbled versions of valid files: loading must never panic.
+#[test]
+fn garbled_files_never_panic() {
+    let garbage = [
+        "{", "}", "[", "]", ":", "- ", "'", "\"", "\t", "&a ", "*a", "!!", "|", ">", "{{", "\n  ",
+        "#", "%", "\u{feff}", "é",
+    ];
+    let mut variants = 0;
+    for (name, text) in EXAMPLES {
+        let chars: Vec<(usize, char)> = text.char_indices().collect();
+        for (i, (at, _)) in chars.iter().enumerate().step_by(3) {
+            let truncated = &text[..*at];
+            let mut garbled = text.to_string();
+            garbled.insert_str(*at, garbage[i % garbage.len()]);
+            let mut cut = text.to_string();
+            let end = chars.get(i + 5).map_or(text.len(), |(e, _)| *e);
+            cut.replace_range(*at..end, "");
+            for variant in [truncated.to_string(), garbled, cut] {
+                let _ = load(&[(name.to_string(), variant)], &Catalog::standard());
+                variants += 1;
+            }
+        }
+        // Every line with its indentation shifted, one at a time.
+        let lines: Vec<&str> = text.lines().collect();
+        for i in 0..lines.len() {
+            let mut shifted = lines.clone();
+            let moved = format!("   {}", lines[i]);
+            shifted[i] = &moved;
+            let _ = load(
+                &[(name.to_string(), shifted.join("\n"))],
+                &Catalog::standard(),
+            );
+            variants += 1;
+        }
+    }
+    assert!(variants > 2000, "only {variants} variants");
+}
+
+#[test]
+fn schema_lists_every_key_the_parser_accepts() {
+    let schema = json_schema();
+    let step = &schema["$defs"]["step"]["properties"];
+    for key in keys::all_step_keys() {
+        assert!(
+            step.get(key.name).is_some(),
+            "step key `{}` missing from the schema",
+            key.name
+        );
+    }
+    for kind in keys::KINDS {
+        assert!(
+            schema["$defs"]["step"]["oneOf"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|o| o["required"][0] == kind.key.name),
+            "kind `{}` missing from the step's oneOf",
+            kind.key.name
+        );
+    }
+    let process = &schema["anyOf"][0]["properties"];
+    for key in keys::PROCESS {
+        assert!(
+            process.get(key.name).is_some(),
+            "process key `{}` missing",
+            key.name
+        );
+    }
+    // Nested maps: every key of every table the parser checks appears somewhere in the schema.
+    let text = schema.to_string();
+    let tables: &[&[keys::Key]] = &[
+        keys::START,
+        keys::TABLE,
+        keys::RULE,
+        keys::COMMON,
+        keys::USER_TASK,
+        keys::REMINDERS,
+        keys::ESCALATE,
+        keys::RETRY,
+        keys::BRANCH,
+        keys::BOUNDARY,
+        keys::WAIT,
+        keys::RACE,
+        keys::SUBPROCESS,
+        keys::EACH,
+        keys::END,
+        keys::FIELD,
+    ];
+    for table in tables {
+        for key in *table {
+            assert!(
+                text.contains(&format!("\"{}\":{{", key.name)),
+                "key `{}` missing",
+                key.name
+            );
+        }
+    }
+    assert_eq!(
+        schema["$schema"],
+        "https://json-schema.org/draft/2020-12/schema"
+    );
+    assert_eq!(
+        schema["$defs"]["step"]["dependentRequired"]["send"][0],
+        "to"
+    );
+}
+
+#[test]
+fn every_code_is_documented() {
+    let doc = include_str!("../../../docs/errors.md");
+    for (code, _) in codes::ALL {
+        assert!(doc.contains(code), "{code} is not in docs/errors.md");
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    for (code, _) in codes::ALL {
+        assert!(seen.insert(code), "{code} listed twice");
+    }
+}

@@ -460,3 +460,106 @@ impl SourceMap {
         self.positions.get(raw).copied().unwrap_or(node.span)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The position of byte `offset` inside the value of key `key` of the root map.
+    fn locate(text: &str, key: &str, offset: usize) -> (u32, u32) {
+        let (root, issues) = read(text);
+        assert!(issues.is_empty(), "{issues:?}");
+        let root = root.unwrap();
+        let node = root.get(key).unwrap();
+        let at = SourceMap::new(text).locate(node, offset);
+        (at.line, at.col)
+    }
+
+    #[test]
+    fn offsets_in_plain_scalars_add_to_the_column() {
+        let text = "x: 1\nwhen: score > > 1\n";
+        assert_eq!(locate(text, "when", 0), (2, 7));
+        assert_eq!(locate(text, "when", 8), (2, 15));
+        // An offset at the very end (a missing operand) points just past the value.
+        assert_eq!(locate(text, "when", 11), (2, 18));
+    }
+
+    #[test]
+    fn offsets_in_quoted_scalars_skip_quotes_and_escapes() {
+        assert_eq!(locate("when: 'a + )'\n", "when", 4), (1, 12));
+        assert_eq!(locate("when: \"a + )\"\n", "when", 4), (1, 12));
+        // `it''s` is one quote in the value: offset 5 is the `)` after it.
+        assert_eq!(locate("when: 'it''s )'\n", "when", 5), (1, 14));
+        assert_eq!(locate("when: \"\\\"x\\\" )\"\n", "when", 4), (1, 14));
+    }
+
+    #[test]
+    fn offsets_count_characters_not_bytes() {
+        // `é` is two bytes: byte offset 4 is the fourth character.
+        assert_eq!(locate("when: né + )\n", "when", 4), (1, 10));
+    }
+
+    #[test]
+    fn offsets_in_block_scalars_find_their_line() {
+        let text = "when: |\n  a > 1 and\n  b >\n";
+        assert_eq!(locate(text, "when", 0), (2, 3));
+        assert_eq!(locate(text, "when", 12), (3, 5));
+    }
+
+    #[test]
+    fn yaml_1_2_keeps_no_a_string_and_reads_numbers() {
+        let (root, _) = read("a: NO\nb: 1.5\nc: true\nd: ~\ne: '1'\nf: 1e3\ng: 0x1F\nh: 1.2.3\n");
+        let root = root.unwrap();
+        assert_eq!(root.get("a").unwrap().scalar(), Some(Scalar::Str("NO")));
+        assert_eq!(root.get("b").unwrap().scalar(), Some(Scalar::Number("1.5")));
+        assert_eq!(root.get("c").unwrap().scalar(), Some(Scalar::Bool(true)));
+        assert_eq!(root.get("d").unwrap().scalar(), Some(Scalar::Null));
+        assert_eq!(root.get("e").unwrap().scalar(), Some(Scalar::Str("1")));
+        assert_eq!(root.get("f").unwrap().scalar(), Some(Scalar::Number("1e3")));
+        assert_eq!(
+            root.get("g").unwrap().scalar(),
+            Some(Scalar::Number("0x1F"))
+        );
+        assert_eq!(root.get("h").unwrap().scalar(), Some(Scalar::Str("1.2.3")));
+    }
+
+    #[test]
+    fn duplicate_keys_are_reported_and_the_first_wins() {
+        let (root, issues) = read("a: 1\nb: 2\na: 3\n");
+        assert_eq!(root.unwrap().get("a").unwrap().text(), Some("1"));
+        assert_eq!(
+            issues,
+            [YamlIssue::DuplicateKey {
+                span: Span { line: 3, col: 1 },
+                key: "a".into(),
+                first: Span { line: 1, col: 1 }
+            }]
+        );
+    }
+
+    #[test]
+    fn aliases_expand_and_bombs_are_refused() {
+        let (root, issues) = read("a: &x [1, 2]\nb: *x\n");
+        assert!(issues.is_empty());
+        assert_eq!(root.unwrap().get("b").unwrap().as_seq().unwrap().len(), 2);
+
+        let mut bomb = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = format!("*a{}", i - 1);
+            bomb.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        let (root, issues) = read(&bomb);
+        assert!(root.is_none());
+        assert!(
+            matches!(&issues[0], YamlIssue::Syntax { message, .. } if message.contains("too large"))
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let text = format!("a: {}{}\n", "[".repeat(5000), "]".repeat(5000));
+        let (root, issues) = read(&text);
+        assert!(root.is_none());
+        assert_eq!(issues.len(), 1);
+    }
+}
