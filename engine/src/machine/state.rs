@@ -49,6 +49,10 @@ impl InstanceState {
     pub(crate) fn token_mut(&mut self, id: u64) -> Option<&mut Token> {
         self.tokens.iter_mut().find(|t| t.id == id)
     }
+    /// How many user tasks the instance has open.
+    pub fn tasks_open(&self) -> usize {
+        self.tokens.iter().filter(|t| matches!(t.wait, Wait::Task { .. })).count()
+    }
     pub fn scope(&self, id: u64) -> Option<&ScopeState> {
         self.scopes.iter().find(|s| s.id == id)
     }
