@@ -1758,3 +1758,6 @@ fn can_reach(def: &Definition, from: StepId, target: StepId) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests;
