@@ -899,7 +899,7 @@ pub fn batch_effects_all_visible_and_ordered(store: &dyn Store) {
 }
 
 /// Gives instance `n` one of everything an instance can own.
-fn instance_with_everything(record: InstanceRecord) -> Vec<Op> {
+pub fn instance_with_everything(record: InstanceRecord) -> Vec<Op> {
     let i = record.id;
     let n = i.as_u128();
     vec![

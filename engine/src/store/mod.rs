@@ -13,11 +13,14 @@ use uuid::Uuid;
 
 use crate::value::Vars;
 
+mod codec;
 #[cfg(test)]
 mod conformance;
 pub mod memory;
+pub mod sled;
 
 pub use memory::MemoryStore;
+pub use sled::{SledOptions, SledStore, StoreStats};
 
 pub type InstanceId = Uuid;
 
