@@ -146,6 +146,8 @@ impl<'a> Evaluator<'a> {
 
     pub fn eval(&mut self, node: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
         self.charge(1, node.at)?;
+        // Each recursive kind has its own method: in a debug build every local of one big
+        // match would sit in this frame at every level of recursion, several KiB per level.
         match &node.kind {
             Kind::Literal(value) => Ok(Cow::Borrowed(value)),
             Kind::Var(name) => {
@@ -156,96 +158,133 @@ impl<'a> Evaluator<'a> {
                     .ok_or_else(|| ExprError::new(format!("unknown variable `{name}`"), node.start))
             }
             Kind::Input => Ok(Cow::Borrowed(self.input.unwrap_or(&NULL))),
-            Kind::Field { target, name, safe } => {
-                let value = self.eval(target)?;
-                match &*value {
-                    Value::Map(_) => Ok(child(value, Key::Name(name))),
-                    Value::Null if *safe => Ok(Cow::Borrowed(&NULL)),
-                    Value::Null => Err(ExprError::new(
-                        format!(
-                            "{} is null, so it has no field `{name}`; write `{}?.{name}` if it may be missing",
-                            self.describe(target),
-                            self.src.get(target.start..target.end).unwrap_or("").trim(),
-                        ),
-                        node.at,
-                    )),
-                    other => Err(ExprError::new(
-                        format!(
-                            "{} is {}, not a map, so it has no field `{name}`",
-                            self.describe(target),
-                            a_type(other)
-                        ),
-                        node.at,
-                    )),
-                }
-            }
+            Kind::Field { target, name, safe } => self.field(node, target, name, *safe),
             Kind::Index {
                 target,
                 index,
                 safe,
             } => self.index(node, target, index, *safe),
-            Kind::Neg(operand) => match &*self.eval(operand)? {
-                Value::Number(n) => Ok(Cow::Owned(Value::Number(-*n))),
-                Value::Duration(span) => Ok(Cow::Owned(Value::Duration(span.negate()))),
-                other => Err(self.type_error(operand, other, "a number or a duration")),
-            },
+            Kind::Neg(operand) => self.negate(operand),
             Kind::Not(operand) => Ok(Cow::Owned(Value::Bool(!self.boolean(operand)?))),
-            Kind::And(lhs, rhs) => {
-                let result = self.boolean(lhs)? && self.boolean(rhs)?;
-                Ok(Cow::Owned(Value::Bool(result)))
-            }
-            Kind::Or(lhs, rhs) => {
-                let result = self.boolean(lhs)? || self.boolean(rhs)?;
-                Ok(Cow::Owned(Value::Bool(result)))
-            }
-            Kind::Coalesce(lhs, rhs) => {
-                // `x ?? default` says that `x` may be missing: an unknown root variable on the
-                // left is null here, not an error.
-                if let Some(root) = root_var(lhs)
-                    && self.scope.get(root).is_none()
-                {
-                    return self.eval(rhs);
-                }
-                let value = self.eval(lhs)?;
-                if matches!(*value, Value::Null) {
-                    self.eval(rhs)
-                } else {
-                    Ok(value)
-                }
-            }
+            Kind::And(lhs, rhs) => self.and(lhs, rhs),
+            Kind::Or(lhs, rhs) => self.or(lhs, rhs),
+            Kind::Coalesce(lhs, rhs) => self.coalesce(lhs, rhs),
             Kind::If {
                 cond,
                 then,
                 otherwise,
-            } => {
-                if self.boolean(cond)? {
-                    self.eval(then)
-                } else {
-                    self.eval(otherwise)
-                }
-            }
-            Kind::Binary { op, lhs, rhs } => {
-                let left = self.eval(lhs)?;
-                let right = self.eval(rhs)?;
-                self.binary(*op, node, lhs, rhs, &left, &right)
-                    .map(Cow::Owned)
-            }
+            } => self.conditional(cond, then, otherwise),
+            Kind::Binary { op, lhs, rhs } => self.binary_node(*op, node, lhs, rhs),
             Kind::Call { func, args } => super::functions::call(self, *func, node, args),
-            Kind::List(items) => {
-                let mut values = Vec::with_capacity(items.len());
-                for item in items {
-                    values.push(self.eval(item)?.into_owned());
-                }
-                Ok(Cow::Owned(Value::List(values)))
-            }
-            Kind::Map(entries) => {
-                let mut map = std::collections::BTreeMap::new();
-                for (key, item) in entries {
-                    map.insert(key.clone(), self.eval(item)?.into_owned());
-                }
-                Ok(Cow::Owned(Value::Map(map)))
-            }
+            Kind::List(items) => self.list(items),
+            Kind::Map(entries) => self.map(entries),
         }
+    }
+
+    fn field(
+        &mut self,
+        node: &'a Node,
+        target: &'a Node,
+        name: &str,
+        safe: bool,
+    ) -> Result<Cow<'a, Value>, ExprError> {
+        let value = self.eval(target)?;
+        match &*value {
+            Value::Map(_) => Ok(child(value, Key::Name(name))),
+            Value::Null if safe => Ok(Cow::Borrowed(&NULL)),
+            Value::Null => Err(ExprError::new(
+                format!(
+                    "{} is null, so it has no field `{name}`; write `{}?.{name}` if it may be missing",
+                    self.describe(target),
+                    self.text(target),
+                ),
+                node.at,
+            )),
+            other => Err(ExprError::new(
+                format!(
+                    "{} is {}, not a map, so it has no field `{name}`",
+                    self.describe(target),
+                    a_type(other)
+                ),
+                node.at,
+            )),
+        }
+    }
+
+    fn negate(&mut self, operand: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
+        match &*self.eval(operand)? {
+            Value::Number(n) => Ok(Cow::Owned(Value::Number(-*n))),
+            Value::Duration(span) => Ok(Cow::Owned(Value::Duration(span.negate()))),
+            other => Err(self.type_error(operand, other, "a number or a duration")),
+        }
+    }
+
+    fn and(&mut self, lhs: &'a Node, rhs: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
+        let result = self.boolean(lhs)? && self.boolean(rhs)?;
+        Ok(Cow::Owned(Value::Bool(result)))
+    }
+
+    fn or(&mut self, lhs: &'a Node, rhs: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
+        let result = self.boolean(lhs)? || self.boolean(rhs)?;
+        Ok(Cow::Owned(Value::Bool(result)))
+    }
+
+    fn coalesce(&mut self, lhs: &'a Node, rhs: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
+        // `x ?? default` says that `x` may be missing: an unknown root variable on the left of
+        // `??` reads as null (`reminders ?? 0` before the first reminder set it).
+        if let Some(root) = root_var(lhs)
+            && self.scope.get(root).is_none()
+        {
+            return self.eval(rhs);
+        }
+        let value = self.eval(lhs)?;
+        if matches!(*value, Value::Null) {
+            self.eval(rhs)
+        } else {
+            Ok(value)
+        }
+    }
+
+    fn conditional(
+        &mut self,
+        cond: &'a Node,
+        then: &'a Node,
+        otherwise: &'a Node,
+    ) -> Result<Cow<'a, Value>, ExprError> {
+        if self.boolean(cond)? {
+            self.eval(then)
+        } else {
+            self.eval(otherwise)
+        }
+    }
+
+    fn binary_node(
+        &mut self,
+        op: BinOp,
+        node: &'a Node,
+        lhs: &'a Node,
+        rhs: &'a Node,
+    ) -> Result<Cow<'a, Value>, ExprError> {
+        let left = self.eval(lhs)?;
+        let right = self.eval(rhs)?;
+        self.binary(op, node, lhs, rhs, &left, &right)
+            .map(Cow::Owned)
+    }
+
+    fn list(&mut self, items: &'a [Node]) -> Result<Cow<'a, Value>, ExprError> {
+        let mut values = Vec::with_capacity(items.len());
+        for item in items {
+            values.push(self.eval(item)?.into_owned());
+        }
+        Ok(Cow::Owned(Value::List(values)))
+    }
+
+    fn map(&mut self, entries: &'a [(String, Node)]) -> Result<Cow<'a, Value>, ExprError> {
+        let mut map = std::collections::BTreeMap::new();
+        for (key, item) in entries {
+            map.insert(key.clone(), self.eval(item)?.into_owned());
+        }
+        Ok(Cow::Owned(Value::Map(map)))
     }
 
     fn index(
@@ -296,8 +335,14 @@ impl<'a> Evaluator<'a> {
         }
     }
 
-    fn null_operand(&self, op: BinOp, side: &Node) -> ExprError {
+    fn null_operand(&self, op: BinOp, side: &Node, other: &Value) -> ExprError {
         let hint = match op {
+            BinOp::Add if matches!(other, Value::String(_)) => {
+                format!(
+                    "joining texts needs a value (write `{} ?? ''` for a default)",
+                    self.text(side)
+                )
+            }
             BinOp::Add | BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem => {
                 format!(
                     "arithmetic needs a value (write `{} ?? 0` for a default)",
@@ -342,10 +387,10 @@ impl<'a> Evaluator<'a> {
             _ => {}
         }
         if matches!(left, Null) {
-            return Err(self.null_operand(op, lhs));
+            return Err(self.null_operand(op, lhs, right));
         }
         if matches!(right, Null) {
-            return Err(self.null_operand(op, rhs));
+            return Err(self.null_operand(op, rhs, left));
         }
         let result = match (op, left, right) {
             (BinOp::Lt | BinOp::Le | BinOp::Gt | BinOp::Ge, _, _) => {

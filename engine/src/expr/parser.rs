@@ -587,13 +587,7 @@ impl<'s> Parser<'s> {
                 self.leave();
                 return node;
             }
-            _ => {
-                let mut err = self.unexpected();
-                if token.tok != Tok::End {
-                    err.message = format!("{}, expected a value", err.message);
-                }
-                return Err(err);
-            }
+            _ => return Err(self.unexpected()),
         };
         self.advance();
         self.node(kind, token.start, token.end, token.start)
