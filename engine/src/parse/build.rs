@@ -646,6 +646,14 @@ impl<'t, 'n> FileParser<'t, 'n> {
     fn starts(&mut self, root: &Node) -> Vec<Start> {
         let Some(node) = root.get("start") else {
             let span = FileParser::key_span(root, "steps");
+            if self.first_step(None, span).is_none() && root.get("steps").is_some() {
+                self.report(
+                    span,
+                    codes::MISSING_KEY,
+                    "the process has no steps".into(),
+                    Some("add at least one step under `steps:`".into()),
+                );
+            }
             return self
                 .first_step(None, span)
                 .map(|target| Start {

@@ -1112,3 +1112,74 @@ fn every_code_is_documented() {
         assert!(seen.insert(code), "{code} listed twice");
     }
 }
+
+#[test]
+fn a_process_without_steps() {
+    check(
+        r#"
+        process: p
+        steps: {}
+        "#,
+        expect![[r#"
+            p.yaml:2:1: CICLO-E0104 the process has no steps
+              hint: add at least one step under `steps:`
+        "#]],
+    );
+}
+
+#[test]
+fn receive_task_hit_policies_and_start_on_a_timer() {
+    let def = parse_ok(
+        r#"
+        process: p
+        zone: Europe/Rome
+        start: { goto: reply, timer: "2027-01-01T09:00" }
+        tables:
+          u: { hit: unique, inputs: [a], outputs: [x], rules: [{ when: [true], then: [1] }] }
+          c: { hit: collect, inputs: [a], outputs: [x], rules: [{ when: ["[1..5]"], then: ['"low"'] }] }
+        steps:
+          reply:
+            receive: quote-accepted
+            key: quote.number
+            label: Wait for the customer
+            goto: rate
+          rate: { rules: u, result: r, goto: rate-more }
+          rate-more: { rules: c, result: r2 }
+        "#,
+    );
+    let StartTrigger::Timer { schedule } = &def.starts[0].trigger else {
+        panic!()
+    };
+    assert_eq!(schedule.source(), "2027-01-01T09:00");
+    let reply = def.step_by_name("reply").unwrap();
+    assert_eq!(reply.label.as_deref(), Some("Wait for the customer"));
+    let StepKind::Receive { message } = &reply.kind else {
+        panic!()
+    };
+    assert_eq!(
+        (
+            message.name.as_str(),
+            message.key.as_ref().unwrap().source()
+        ),
+        ("quote-accepted", "quote.number")
+    );
+    assert_eq!(def.table("u").unwrap().hit, HitPolicy::Unique);
+    assert_eq!(def.table("u").unwrap().rules[0].when[0].source(), "true");
+    assert_eq!(def.table("c").unwrap().hit, HitPolicy::Collect);
+    let StepKind::Rules { table, result } = &def.step_by_name("rate").unwrap().kind else {
+        panic!()
+    };
+    assert_eq!((table.as_str(), result.as_str()), ("u", "r"));
+    // Ids follow file order and the index maps every name.
+    assert_eq!(def.index.len(), 3);
+    assert_eq!(def.index["rate-more"], 2);
+}
+
+#[test]
+fn json_schema_is_valid_json_with_descriptions() {
+    let schema = json_schema();
+    let task = &schema["$defs"]["step"]["properties"]["task"];
+    assert!(task["description"].as_str().unwrap().contains("User task"));
+    let start = &schema["anyOf"][0]["properties"]["start"]["anyOf"];
+    assert_eq!(start.as_array().unwrap().len(), 3);
+}
