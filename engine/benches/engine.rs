@@ -45,11 +45,15 @@ steps:
 "#;
 
 fn env_count(name: &str, default: usize) -> usize {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn engine(store: Arc<dyn Store>, yaml: &str) -> Engine {
-    let engine = Engine::open(store, Arc::new(SystemClock), Catalog::standard()).expect("engine opens");
+    let engine =
+        Engine::open(store, Arc::new(SystemClock), Catalog::standard()).expect("engine opens");
     engine.deploy("bench.yaml", yaml).expect("deploys");
     engine
 }
@@ -57,7 +61,10 @@ fn engine(store: Arc<dyn Store>, yaml: &str) -> Engine {
 fn input() -> StartOptions {
     let mut vars = ciclo_engine::Vars::new();
     vars.insert("amount".into(), Value::from(500i64));
-    StartOptions { vars, ..Default::default() }
+    StartOptions {
+        vars,
+        ..Default::default()
+    }
 }
 
 fn check(engine: &Engine, ids: &[InstanceId]) {
@@ -92,9 +99,11 @@ fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<u64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|kb| kb.parse::<u64>().ok())
+            })
         })
         .map(|kb| kb * 1024)
         .unwrap_or(0)
@@ -105,13 +114,23 @@ fn dir_size(path: &std::path::Path) -> u64 {
     if let Ok(entries) = std::fs::read_dir(path) {
         for e in entries.flatten() {
             let p = e.path();
-            total += if p.is_dir() { dir_size(&p) } else { e.metadata().map(|m| m.len()).unwrap_or(0) };
+            total += if p.is_dir() {
+                dir_size(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            };
         }
     }
     total
 }
 
-fn concurrent_starts(engine: &Arc<Engine>, process: &'static str, total: usize, threads: usize, vars: fn(usize) -> StartOptions) -> (Duration, Vec<Duration>, Vec<InstanceId>) {
+fn concurrent_starts(
+    engine: &Arc<Engine>,
+    process: &'static str,
+    total: usize,
+    threads: usize,
+    vars: fn(usize) -> StartOptions,
+) -> (Duration, Vec<Duration>, Vec<InstanceId>) {
     let began = Instant::now();
     let handles: Vec<_> = (0..threads)
         .map(|t| {
@@ -144,7 +163,17 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` passes nothing and wants a quick run.
     let quick = !std::env::args().any(|a| a == "--bench");
     let scale = |n: usize| if quick { (n / 100).max(100) } else { n };
-    println!("ciclo engine benchmark ({} cores){}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), if quick { " [quick run: pass --bench for full sizes]" } else { "" });
+    println!(
+        "ciclo engine benchmark ({} cores){}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        if quick {
+            " [quick run: pass --bench for full sizes]"
+        } else {
+            ""
+        }
+    );
 
     // 1. In memory, one at a time.
     let n = scale(env_count("CICLO_BENCH_MEMORY_N", 100_000));
@@ -168,15 +197,32 @@ fn main() {
     // 2. Durable on sled, 64 concurrent starters sharing flushes.
     let dir = tempfile::tempdir().expect("temp dir");
     let n = scale(env_count("CICLO_BENCH_SLED_N", 50_000));
-    let store = Arc::new(SledStore::open(SledOptions::new(dir.path().join("data"))).expect("sled opens"));
+    let store =
+        Arc::new(SledStore::open(SledOptions::new(dir.path().join("data"))).expect("sled opens"));
     let sled_engine = Arc::new(engine(store.clone(), SCORE));
     let (elapsed, latencies, ids) = concurrent_starts(&sled_engine, "score", n, 64, |_| input());
     check(&sled_engine, &ids);
-    report("durable on sled, 64 concurrent starters", n, elapsed, latencies);
+    report(
+        "durable on sled, 64 concurrent starters",
+        n,
+        elapsed,
+        latencies,
+    );
     let stats = store.stats();
-    println!("  group commit: {} commits in {} flushes ({:.1} commits per flush)", stats.commits, stats.flushes, stats.commits as f64 / stats.flushes.max(1) as f64);
-    let (elapsed, latencies, _) = concurrent_starts(&sled_engine, "score", n.min(2_000), 1, |_| input());
-    report("durable on sled, one at a time", n.min(2_000), elapsed, latencies);
+    println!(
+        "  group commit: {} commits in {} flushes ({:.1} commits per flush)",
+        stats.commits,
+        stats.flushes,
+        stats.commits as f64 / stats.flushes.max(1) as f64
+    );
+    let (elapsed, latencies, _) =
+        concurrent_starts(&sled_engine, "score", n.min(2_000), 1, |_| input());
+    report(
+        "durable on sled, one at a time",
+        n.min(2_000),
+        elapsed,
+        latencies,
+    );
     drop(sled_engine);
     drop(store);
 
@@ -189,23 +235,42 @@ fn main() {
     let (elapsed, _, ids) = concurrent_starts(&waiting, "waiting", n, 64, |i| {
         let mut vars = ciclo_engine::Vars::new();
         vars.insert("quote".into(), Value::from(format!("Q-{i:06}")));
-        StartOptions { vars, ..Default::default() }
+        StartOptions {
+            vars,
+            ..Default::default()
+        }
     });
-    println!("{:<44} {n:>8} instances  {:>10.0} inst/s", "parked on a user task (sled, 64 starters)", n as f64 / elapsed.as_secs_f64());
+    println!(
+        "{:<44} {n:>8} instances  {:>10.0} inst/s",
+        "parked on a user task (sled, 64 starters)",
+        n as f64 / elapsed.as_secs_f64()
+    );
     let rss_after = rss_bytes();
     drop(waiting);
     drop(store);
     // sled writes its log in segments; what is on disk after a clean close is the figure.
     let bytes = dir_size(&path);
-    println!("  store on disk: {:.1} MiB, {:.0} bytes per waiting instance", bytes as f64 / 1048576.0, bytes as f64 / n as f64);
-    println!("  resident memory: {:.0} MiB after parking (grew {:.0} MiB)", rss_after as f64 / 1048576.0, rss_after.saturating_sub(rss_before) as f64 / 1048576.0);
+    println!(
+        "  store on disk: {:.1} MiB, {:.0} bytes per waiting instance",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / n as f64
+    );
+    println!(
+        "  resident memory: {:.0} MiB after parking (grew {:.0} MiB)",
+        rss_after as f64 / 1048576.0,
+        rss_after.saturating_sub(rss_before) as f64 / 1048576.0
+    );
     let began = Instant::now();
     let store = Arc::new(SledStore::open(SledOptions::new(&path)).expect("sled reopens"));
-    let reopened = Engine::open(store.clone(), Arc::new(SystemClock), Catalog::standard()).expect("engine reopens");
+    let reopened = Engine::open(store.clone(), Arc::new(SystemClock), Catalog::standard())
+        .expect("engine reopens");
     let first = reopened.instance(ids[0]).expect("loads").expect("exists");
     let reopen = began.elapsed();
     assert_eq!(first.0.status, InstanceStatus::Active);
-    println!("  reopen (store + definitions + first instance read): {:.0} ms", reopen.as_secs_f64() * 1e3);
+    println!(
+        "  reopen (store + definitions + first instance read): {:.0} ms",
+        reopen.as_secs_f64() * 1e3
+    );
     let open_tasks = store.tasks(usize::MAX).expect("tasks").len();
     assert_eq!(open_tasks, n);
 }

@@ -5,7 +5,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,7 +40,8 @@ steps:
 
 fn open_engine(dir: &Path) -> (Arc<SledStore>, Engine) {
     let store = Arc::new(SledStore::open(SledOptions::new(dir)).expect("sled opens"));
-    let engine = Engine::open(store.clone(), Arc::new(SystemClock), Catalog::standard()).expect("engine opens");
+    let engine = Engine::open(store.clone(), Arc::new(SystemClock), Catalog::standard())
+        .expect("engine opens");
     (store, engine)
 }
 
@@ -56,19 +57,23 @@ fn spawn_child(test: &str, mode: &str, dir: &Path) -> Child {
         .expect("child starts")
 }
 
-/// Reads the child's stdout until a line starts with `prefix`; returns the rest of the line.
-fn wait_for_line(child: &mut Child, prefix: &str) -> String {
-    let stdout = child.stdout.as_mut().expect("child stdout");
-    let mut reader = BufReader::new(stdout);
+/// Reads a child's stdout until a line holds `marker`; returns the rest of that line. One
+/// reader per child, kept across calls, so no buffered line is lost between them.
+fn wait_for_line(reader: &mut BufReader<ChildStdout>, marker: &str) -> String {
     let mut line = String::new();
     loop {
         line.clear();
         let n = reader.read_line(&mut line).expect("read child output");
-        assert!(n > 0, "child ended before printing `{prefix}`");
-        if let Some(rest) = line.trim_end().strip_prefix(prefix) {
-            return rest.trim().to_string();
+        assert!(n > 0, "child ended before printing `{marker}`");
+        // The test harness may print `test NAME ... ` on the same line, before our words.
+        if let Some(at) = line.find(marker) {
+            return line[at + marker.len()..].trim().to_string();
         }
     }
+}
+
+fn output(child: &mut Child) -> BufReader<ChildStdout> {
+    BufReader::new(child.stdout.take().expect("child stdout"))
 }
 
 fn child_mode() -> Option<(String, PathBuf)> {
@@ -92,10 +97,18 @@ fn acknowledged_start_survives_sigkill() {
         for i in 0..3 {
             let mut vars = ciclo_engine::Vars::new();
             vars.insert("quote".into(), ciclo_engine::Value::from(format!("Q-{i}")));
-            let id = engine.start("waiting", StartOptions { vars, ..Default::default() }).expect("start");
+            let id = engine
+                .start(
+                    "waiting",
+                    StartOptions {
+                        vars,
+                        ..Default::default()
+                    },
+                )
+                .expect("start");
             // The acknowledgement: `start` returned, so the write is durable.
             let record = store.instance(id).expect("read").expect("exists");
-            println!("acknowledged {id} {}", hex(&record.state));
+            println!("@acknowledged {id} {}", hex(&record.state));
         }
         println!("waiting to be killed");
         loop {
@@ -105,9 +118,10 @@ fn acknowledged_start_survives_sigkill() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let mut child = spawn_child("acknowledged_start_survives_sigkill", "start", &data);
+    let mut out = output(&mut child);
     let mut acknowledged = Vec::new();
     for _ in 0..3 {
-        let line = wait_for_line(&mut child, "acknowledged");
+        let line = wait_for_line(&mut out, "@acknowledged");
         let (id, state) = line.split_once(' ').expect("id and state");
         acknowledged.push((id.parse::<InstanceId>().expect("id"), state.to_string()));
     }
@@ -115,7 +129,10 @@ fn acknowledged_start_survives_sigkill() {
     child.wait().expect("reaped");
     let (store, engine) = open_engine(&data);
     for (id, state) in &acknowledged {
-        let record = store.instance(*id).expect("read").expect("acknowledged instance exists after SIGKILL");
+        let record = store
+            .instance(*id)
+            .expect("read")
+            .expect("acknowledged instance exists after SIGKILL");
         assert_eq!(record.status, InstanceStatus::Active);
         assert_eq!(&hex(&record.state), state, "state unchanged");
         assert_eq!(engine.instance(*id).unwrap().unwrap().1.tasks_open(), 1);
@@ -134,7 +151,11 @@ impl Connector for Recorder {
         let log = self.log.clone();
         Box::pin(async move {
             use std::io::Write;
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&log).expect("log opens");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("log opens");
             writeln!(f, "{}", request.key).expect("log written");
             f.sync_all().expect("log synced");
             JobOutcome::Done(ciclo_engine::Vars::new())
@@ -143,17 +164,31 @@ impl Connector for Recorder {
 }
 
 fn run_runtime_until_done(engine: Engine, log: PathBuf, id: InstanceId) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
     rt.block_on(async move {
         let engine = Arc::new(engine);
         let mut connectors: Connectors = Default::default();
         connectors.insert("test".into(), Arc::new(Recorder { log }));
-        let handle = Runtime::spawn(engine.clone(), connectors, RuntimeOptions { poll: Duration::from_millis(20), ..Default::default() });
+        let handle = Runtime::spawn(
+            engine.clone(),
+            connectors,
+            RuntimeOptions {
+                poll: Duration::from_millis(20),
+                ..Default::default()
+            },
+        );
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let done = engine.instance(id).expect("read").is_some_and(|(r, _)| r.status == InstanceStatus::Completed);
+            let done = engine
+                .instance(id)
+                .expect("read")
+                .is_some_and(|(r, _)| r.status == InstanceStatus::Completed);
             if done {
-                println!("completed {id}");
+                println!("@completed {id}");
                 break;
             }
             assert!(Instant::now() < deadline, "instance did not complete");
@@ -175,7 +210,7 @@ fn job_repeated_with_the_same_key_after_sigkill() {
                 let (_store, engine) = open_engine(&dir.join("data"));
                 let engine = engine.with_failpoint(Arc::new(|point: &str| {
                     if point == "job-returned" {
-                        println!("failpoint {point}");
+                        println!("@failpoint {point}");
                         loop {
                             std::thread::sleep(Duration::from_secs(60));
                         }
@@ -184,13 +219,24 @@ fn job_repeated_with_the_same_key_after_sigkill() {
                 engine.deploy("send.yaml", SEND).expect("deploys");
                 let mut vars = ciclo_engine::Vars::new();
                 vars.insert("order".into(), ciclo_engine::Value::from("SO-1"));
-                let id = engine.start("send-order", StartOptions { vars, ..Default::default() }).expect("start");
-                println!("started {id}");
+                let id = engine
+                    .start(
+                        "send-order",
+                        StartOptions {
+                            vars,
+                            ..Default::default()
+                        },
+                    )
+                    .expect("start");
+                println!("@started {id}");
                 run_runtime_until_done(engine, log, id);
             }
             "second" => {
                 let (_store, engine) = open_engine(&dir.join("data"));
-                let id: InstanceId = std::env::var("CICLO_CRASH_INSTANCE").expect("instance").parse().expect("id");
+                let id: InstanceId = std::env::var("CICLO_CRASH_INSTANCE")
+                    .expect("instance")
+                    .parse()
+                    .expect("id");
                 run_runtime_until_done(engine, log, id);
             }
             other => panic!("unknown child mode {other}"),
@@ -198,18 +244,32 @@ fn job_repeated_with_the_same_key_after_sigkill() {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut first = spawn_child("job_repeated_with_the_same_key_after_sigkill", "first", dir.path());
-    let id = wait_for_line(&mut first, "started");
-    let point = wait_for_line(&mut first, "failpoint");
+    let mut first = spawn_child(
+        "job_repeated_with_the_same_key_after_sigkill",
+        "first",
+        dir.path(),
+    );
+    let mut out = output(&mut first);
+    let id = wait_for_line(&mut out, "@started");
+    let point = wait_for_line(&mut out, "@failpoint");
     assert_eq!(point, "job-returned");
     first.kill().expect("SIGKILL");
     first.wait().expect("reaped");
 
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("one call logged");
-    assert_eq!(calls.lines().count(), 1, "the connector was called once before the kill");
+    assert_eq!(
+        calls.lines().count(),
+        1,
+        "the connector was called once before the kill"
+    );
 
     let mut second = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "job_repeated_with_the_same_key_after_sigkill", "--nocapture", "--test-threads=1"])
+        .args([
+            "--exact",
+            "job_repeated_with_the_same_key_after_sigkill",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CICLO_CRASH_CHILD", "second")
         .env("CICLO_CRASH_DIR", dir.path())
         .env("CICLO_CRASH_INSTANCE", &id)
@@ -217,17 +277,27 @@ fn job_repeated_with_the_same_key_after_sigkill() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("second child");
-    let completed = wait_for_line(&mut second, "completed");
+    let mut out = output(&mut second);
+    let completed = wait_for_line(&mut out, "@completed");
+    std::io::copy(&mut out, &mut std::io::sink()).expect("rest of the child's output");
     assert_eq!(completed, id);
     let status = second.wait().expect("second child ends");
     assert!(status.success());
 
     let calls = std::fs::read_to_string(dir.path().join("calls.log")).expect("calls logged");
     let keys: Vec<&str> = calls.lines().collect();
-    assert_eq!(keys.len(), 2, "the call was made again after the restart: {keys:?}");
+    assert_eq!(
+        keys.len(),
+        2,
+        "the call was made again after the restart: {keys:?}"
+    );
     assert_eq!(keys[0], keys[1], "with the same idempotency key");
     let distinct: std::collections::BTreeSet<&str> = keys.iter().copied().collect();
-    assert_eq!(distinct.len(), 1, "a receiver that de-duplicates by key records one call");
+    assert_eq!(
+        distinct.len(),
+        1,
+        "a receiver that de-duplicates by key records one call"
+    );
     let (_store, engine) = open_engine(&dir.path().join("data"));
     let (record, _) = engine.instance(id.parse().unwrap()).unwrap().unwrap();
     assert_eq!(record.status, InstanceStatus::Completed);

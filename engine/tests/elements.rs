@@ -5,7 +5,7 @@ mod common;
 
 use ciclo_engine::Value;
 use ciclo_engine::runtime::{Correlation, EngineError, JobOutcome, Message, StartOptions};
-use ciclo_engine::store::{InstanceStatus, Store};
+use ciclo_engine::store::InstanceStatus;
 use common::*;
 use jiff::SignedDuration;
 

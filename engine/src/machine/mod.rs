@@ -450,10 +450,10 @@ impl<'a> Machine<'a> {
                 if self.st.status.is_finished() {
                     return;
                 }
-                if self.st.token(t).is_some() {
-                    if let Err(trouble) = self.enter(t) {
-                        self.incident(t, trouble, Resume::Enter);
-                    }
+                if self.st.token(t).is_some()
+                    && let Err(trouble) = self.enter(t)
+                {
+                    self.incident(t, trouble, Resume::Enter);
                 }
             }
             if self.st.status.is_finished() || !self.fire_inclusive_joins() {
@@ -713,6 +713,9 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
+    // The job's whole description is needed at once; a struct for it would only be unpacked
+    // again here.
+    #[allow(clippy::too_many_arguments)]
     fn enqueue_job(
         &mut self,
         t: u64,

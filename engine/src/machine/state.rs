@@ -51,7 +51,10 @@ impl InstanceState {
     }
     /// How many user tasks the instance has open.
     pub fn tasks_open(&self) -> usize {
-        self.tokens.iter().filter(|t| matches!(t.wait, Wait::Task { .. })).count()
+        self.tokens
+            .iter()
+            .filter(|t| matches!(t.wait, Wait::Task { .. }))
+            .count()
     }
     pub fn scope(&self, id: u64) -> Option<&ScopeState> {
         self.scopes.iter().find(|s| s.id == id)

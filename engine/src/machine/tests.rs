@@ -8,7 +8,13 @@ use crate::parse::{Catalog, load_one};
 
 fn def(yaml: &str) -> Definition {
     load_one("t.yaml", yaml, &Catalog::standard()).unwrap_or_else(|p| {
-        panic!("{}", p.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("\n"))
+        panic!(
+            "{}",
+            p.iter()
+                .map(|p| p.to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
     })
 }
 
@@ -41,9 +47,15 @@ fn brief(commands: &[Command]) -> Vec<String> {
             Command::CancelTimer { timer } => Some(format!("cancel timer {timer}")),
             Command::OpenTask { task, title, .. } => Some(format!("task {task} {title}")),
             Command::CancelTask { task } => Some(format!("close task {task}")),
-            Command::EnqueueJob { job, attempt, due, .. } => Some(format!("job {job} attempt {attempt} at {due}")),
+            Command::EnqueueJob {
+                job, attempt, due, ..
+            } => Some(format!("job {job} attempt {attempt} at {due}")),
             Command::CancelJob { job } => Some(format!("cancel job {job}")),
-            Command::Subscribe { subscription, name, key } => Some(format!("subscribe {subscription} {name}/{key}")),
+            Command::Subscribe {
+                subscription,
+                name,
+                key,
+            } => Some(format!("subscribe {subscription} {name}/{key}")),
             Command::Unsubscribe { subscription } => Some(format!("unsubscribe {subscription}")),
             other => Some(format!("{other:?}")),
         })
@@ -67,20 +79,57 @@ steps:
 "#);
     let now = at("2027-01-01T00:00:00Z");
     let (mut s, out) = begin(&d, now);
-    assert_eq!(brief(&out), ["task 2 Ask", "timer 3 at 2027-01-01T01:00:00Z", "timer 4 at 2027-01-01T03:00:00Z"]);
+    assert_eq!(
+        brief(&out),
+        [
+            "task 2 Ask",
+            "timer 3 at 2027-01-01T01:00:00Z",
+            "timer 4 at 2027-01-01T03:00:00Z"
+        ]
+    );
     // The reminder fires and re-arms; the task stays.
     let mut out = Vec::new();
-    assert_eq!(apply(&d, &mut s, Event::TimerFired { timer: 3 }, at("2027-01-01T01:00:00Z"), &mut out), Ok(Applied::Changed));
+    assert_eq!(
+        apply(
+            &d,
+            &mut s,
+            Event::TimerFired { timer: 3 },
+            at("2027-01-01T01:00:00Z"),
+            &mut out
+        ),
+        Ok(Applied::Changed)
+    );
     assert_eq!(brief(&out), ["timer 3 at 2027-01-01T02:00:00Z"]);
     assert_eq!(s.vars.get("nudged"), Some(&Value::Bool(true)));
     // Escalation interrupts: task and reminder go, the boss gets a task.
     let mut out = Vec::new();
-    apply(&d, &mut s, Event::TimerFired { timer: 4 }, at("2027-01-01T03:00:00Z"), &mut out).unwrap();
-    assert_eq!(brief(&out), ["cancel timer 3", "cancel timer 4", "close task 2", "task 6 Boss"]);
+    apply(
+        &d,
+        &mut s,
+        Event::TimerFired { timer: 4 },
+        at("2027-01-01T03:00:00Z"),
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        brief(&out),
+        [
+            "cancel timer 3",
+            "cancel timer 4",
+            "close task 2",
+            "task 6 Boss"
+        ]
+    );
     // A late firing of the cancelled reminder is absorbed.
     let mut out = Vec::new();
     assert_eq!(
-        apply(&d, &mut s, Event::TimerFired { timer: 3 }, at("2027-01-01T04:00:00Z"), &mut out),
+        apply(
+            &d,
+            &mut s,
+            Event::TimerFired { timer: 3 },
+            at("2027-01-01T04:00:00Z"),
+            &mut out
+        ),
         Ok(Applied::Ignored("no pending timer with this id"))
     );
     assert!(out.is_empty());
@@ -100,22 +149,61 @@ steps:
     let (mut s, out) = begin(&d, now);
     assert_eq!(brief(&out), ["job 2 attempt 1 at 2027-01-01T00:00:00Z"]);
     let mut out = Vec::new();
-    apply(&d, &mut s, Event::JobFailed { job: 2, attempt: 1, error: "503".into() }, now, &mut out).unwrap();
+    apply(
+        &d,
+        &mut s,
+        Event::JobFailed {
+            job: 2,
+            attempt: 1,
+            error: "503".into(),
+        },
+        now,
+        &mut out,
+    )
+    .unwrap();
     let line = &brief(&out)[0];
-    assert!(line.starts_with("job 2 attempt 2 at 2027-01-01T00:00:"), "{line}");
+    assert!(
+        line.starts_with("job 2 attempt 2 at 2027-01-01T00:00:"),
+        "{line}"
+    );
     // Backoff 10 s with jitter between 0.8 and 1.2.
-    let Some(Command::EnqueueJob { due, .. }) = out.iter().find(|c| matches!(c, Command::EnqueueJob { .. })) else { panic!() };
+    let Some(Command::EnqueueJob { due, .. }) =
+        out.iter().find(|c| matches!(c, Command::EnqueueJob { .. }))
+    else {
+        panic!()
+    };
     let wait = due.duration_since(now).as_secs();
     assert!((8..=12).contains(&wait), "{wait}");
     // Same inputs, same jitter: the machine is a function.
     let (mut again, _) = begin(&d, now);
     let mut out2 = Vec::new();
-    apply(&d, &mut again, Event::JobFailed { job: 2, attempt: 1, error: "503".into() }, now, &mut out2).unwrap();
+    apply(
+        &d,
+        &mut again,
+        Event::JobFailed {
+            job: 2,
+            attempt: 1,
+            error: "503".into(),
+        },
+        now,
+        &mut out2,
+    )
+    .unwrap();
     assert_eq!(brief(&out), brief(&out2));
     // The first attempt's late success is stale.
     let mut out = Vec::new();
     assert_eq!(
-        apply(&d, &mut s, Event::JobSucceeded { job: 2, attempt: 1, output: Vars::new() }, now, &mut out),
+        apply(
+            &d,
+            &mut s,
+            Event::JobSucceeded {
+                job: 2,
+                attempt: 1,
+                output: Vars::new()
+            },
+            now,
+            &mut out
+        ),
         Ok(Applied::Ignored("no job waiting with this id and attempt"))
     );
 }
@@ -126,7 +214,17 @@ fn events_on_a_finished_instance_are_absorbed() {
     let (mut s, _) = begin(&d, at("2027-01-01T00:00:00Z"));
     assert_eq!(s.status, InstanceStatus::Completed);
     let mut out = Vec::new();
-    let r = apply(&d, &mut s, Event::TaskCompleted { task: 9, vars: Vars::new(), actor: "x".into() }, at("2027-01-02T00:00:00Z"), &mut out);
+    let r = apply(
+        &d,
+        &mut s,
+        Event::TaskCompleted {
+            task: 9,
+            vars: Vars::new(),
+            actor: "x".into(),
+        },
+        at("2027-01-02T00:00:00Z"),
+        &mut out,
+    );
     assert_eq!(r, Ok(Applied::Ignored("the instance has ended")));
     assert!(out.is_empty());
 }
@@ -147,10 +245,31 @@ steps:
     vars.insert("amount".into(), Value::from(11i64));
     vars.insert("extra".into(), Value::from("x"));
     let mut out = Vec::new();
-    let r = apply(&d, &mut s, Event::TaskCompleted { task: 2, vars, actor: "u".into() }, at("2027-01-01T00:00:00Z"), &mut out);
-    let Err(MachineError::InvalidForm(errors)) = r else { panic!("{r:?}") };
-    let fields: Vec<_> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
-    assert_eq!(fields, ["extra: is not a field of this form (fields: amount, note)", "amount: must be at most 10"]);
+    let r = apply(
+        &d,
+        &mut s,
+        Event::TaskCompleted {
+            task: 2,
+            vars,
+            actor: "u".into(),
+        },
+        at("2027-01-01T00:00:00Z"),
+        &mut out,
+    );
+    let Err(MachineError::InvalidForm(errors)) = r else {
+        panic!("{r:?}")
+    };
+    let fields: Vec<_> = errors
+        .iter()
+        .map(|e| format!("{}: {}", e.field, e.message))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            "extra: is not a field of this form (fields: amount, note)",
+            "amount: must be at most 10"
+        ]
+    );
     assert_eq!(s, before);
     assert!(out.is_empty());
 }

@@ -364,6 +364,9 @@ impl<'t, 'n> FileParser<'t, 'n> {
                     format!("unknown time zone `{zone}`"),
                     hint,
                 );
+                // Reported once here; timers read in it are checked in UTC instead of
+                // repeating the same problem on each of them.
+                return None;
             }
         }
         Some(zone)
