@@ -210,10 +210,12 @@ fn main() {
     );
     let stats = store.stats();
     println!(
-        "  group commit: {} commits in {} flushes ({:.1} commits per flush)",
+        "  group commit: {} commits in {} flushes ({:.1} commits per flush); committer: apply {:.1} us per commit, flush {:.2} ms per flush",
         stats.commits,
         stats.flushes,
-        stats.commits as f64 / stats.flushes.max(1) as f64
+        stats.commits as f64 / stats.flushes.max(1) as f64,
+        stats.apply_micros as f64 / stats.commits.max(1) as f64,
+        stats.flush_micros as f64 / 1000.0 / stats.flushes.max(1) as f64,
     );
     let (elapsed, latencies, _) =
         concurrent_starts(&sled_engine, "score", n.min(2_000), 1, |_| input());

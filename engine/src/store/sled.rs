@@ -117,12 +117,18 @@ pub struct StoreStats {
     pub commits: u64,
     /// Group flushes (one `flush` plus one `sync_data` each).
     pub flushes: u64,
+    /// Time spent applying batches to the tree, in microseconds.
+    pub apply_micros: u64,
+    /// Time spent making groups durable (flush and sync), in microseconds.
+    pub flush_micros: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counters {
     commits: AtomicU64,
     flushes: AtomicU64,
+    apply_micros: AtomicU64,
+    flush_micros: AtomicU64,
 }
 
 /// A request to the committer, with where to send the answer.
@@ -221,6 +227,8 @@ impl SledStore {
         StoreStats {
             commits: self.counters.commits.load(Ordering::Relaxed),
             flushes: self.counters.flushes.load(Ordering::Relaxed),
+            apply_micros: self.counters.apply_micros.load(Ordering::Relaxed),
+            flush_micros: self.counters.flush_micros.load(Ordering::Relaxed),
         }
     }
 
@@ -460,6 +468,7 @@ impl Committer {
             }
             let mut answers = Vec::with_capacity(group.len());
             let mut commits = 0;
+            let applying = std::time::Instant::now();
             for request in group {
                 match request {
                     Request::Commit(batch, reply) => {
@@ -472,7 +481,14 @@ impl Committer {
                     }
                 }
             }
+            let flushing = std::time::Instant::now();
+            self.counters
+                .apply_micros
+                .fetch_add((flushing - applying).as_micros() as u64, Ordering::Relaxed);
             let durable = self.make_durable();
+            self.counters
+                .flush_micros
+                .fetch_add(flushing.elapsed().as_micros() as u64, Ordering::Relaxed);
             self.counters.commits.fetch_add(commits, Ordering::Relaxed);
             self.counters.flushes.fetch_add(1, Ordering::Relaxed);
             for (reply, done) in answers {
@@ -507,8 +523,29 @@ impl Committer {
         // Sequences given to a batch that then fails are not taken back: a gap is harmless,
         // a sequence given twice is not.
         let seq_before = self.next_message_seq;
+        // History lines of one batch go under one key per instance: sled's cost is per key
+        // written, and a step of an instance typically writes several lines at once.
+        let mut history: Vec<(InstanceId, Vec<HistoryRecord>)> = Vec::new();
         for op in batch.ops {
-            self.op(&mut writes, op)?;
+            match op {
+                Op::AppendHistory(h) => match history.iter_mut().find(|(i, _)| *i == h.instance) {
+                    Some((_, lines)) => lines.push(h),
+                    None => history.push((h.instance, vec![h])),
+                },
+                op => self.op(&mut writes, op)?,
+            }
+        }
+        for (instance, mut lines) in history {
+            lines.sort_by_key(|h| h.seq);
+            let first = lines.first().map(|h| h.seq).unwrap_or_default();
+            let key = Key::new(kind::HISTORY).id(instance).u64(first);
+            let mut value = Vec::new();
+            for line in &lines {
+                let bytes = encode("history line", line)?;
+                value.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+                value.extend_from_slice(&bytes);
+            }
+            writes.put(key.into_bytes(), value);
         }
         if self.next_message_seq != seq_before {
             writes.put(
@@ -610,8 +647,12 @@ impl Committer {
                 w.delete(key.into_bytes());
             }
             Op::AppendHistory(h) => {
+                // Normally grouped by `commit`; a single line is a group of one.
                 let key = Key::new(kind::HISTORY).id(h.instance).u64(h.seq);
-                w.put(key.into_bytes(), encode("history line", &h)?);
+                let bytes = encode("history line", &h)?;
+                let mut value = (bytes.len() as u32).to_be_bytes().to_vec();
+                value.extend_from_slice(&bytes);
+                w.put(key.into_bytes(), value);
             }
             Op::PutRequestKey { key, instance } => {
                 let key = Key::new(kind::REQUEST_KEY).raw(key.as_bytes()).into_bytes();
@@ -871,10 +912,31 @@ impl Store for SledStore {
     }
 
     fn history(&self, instance: InstanceId) -> Result<Vec<HistoryRecord>> {
-        self.scan(
-            &Key::new(kind::HISTORY).id(instance).into_bytes(),
-            "history line",
-        )
+        let _gate = self.read_gate();
+        let mut lines = Vec::new();
+        for entry in self
+            .db
+            .scan_prefix(Key::new(kind::HISTORY).id(instance).into_bytes())
+        {
+            let (key, value) = entry.map_err(from_sled)?;
+            // A group of lines: each a big-endian u32 length, then the encoded line.
+            let mut rest: &[u8] = &value;
+            while !rest.is_empty() {
+                let corrupt =
+                    || StoreError::Corrupt(format!("history lines at key {}", show(&key)));
+                let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+                let len = u32::from_be_bytes(*len) as usize;
+                if tail.len() < len {
+                    return Err(corrupt());
+                }
+                lines.push(decode("history line", &key, &tail[..len])?);
+                rest = &tail[len..];
+            }
+        }
+        // Groups are keyed by their first line; lines of different groups could interleave
+        // only if a caller numbered them so, and the order is by number all the same.
+        lines.sort_by_key(|h: &HistoryRecord| h.seq);
+        Ok(lines)
     }
 
     fn request_key(&self, key: &str) -> Result<Option<InstanceId>> {
