@@ -848,3 +848,33 @@ fn history_names_each_step_and_actor() {
     );
     assert_eq!(history.last().map(String::as_str), Some("completed by api"));
 }
+
+#[test]
+fn timer_start_event_starts_instances_on_schedule() {
+    let h = Harness::new(&[r#"
+process: daily
+start:
+  goto: report
+  timer: "0 9 * * *"
+  zone: Europe/Rome
+steps:
+  report:
+    set: { ran: true }
+"#]);
+    // 2027-01-04T09:00Z is 10:00 in Rome: the first run is the next day at 08:00Z.
+    h.engine.arm_start_timers().unwrap();
+    h.engine.arm_start_timers().unwrap();
+    let timers = h.engine.store().timers_of(uuid::Uuid::nil()).unwrap();
+    assert_eq!(timers.len(), 1, "arming twice keeps one timer");
+    assert_eq!(timers[0].due, ts("2027-01-05T08:00:00Z"));
+    h.advance(SignedDuration::from_hours(24 * 3));
+    let started = h
+        .engine
+        .store()
+        .instances(&Default::default())
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.process == "daily")
+        .count();
+    assert_eq!(started, 3, "one instance per day");
+}

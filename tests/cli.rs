@@ -1,0 +1,153 @@
+//! The `ciclo` command as a user runs it: exit codes, output format, the shipped files.
+
+use std::process::{Command, Output};
+
+fn ciclo(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ciclo"))
+        .args(args)
+        .output()
+        .expect("ciclo runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn schedule_prints_rfc3339_utc_across_dst() {
+    let out = ciclo(&[
+        "schedule",
+        "0 30 2 * * *",
+        "--tz",
+        "Europe/Rome",
+        "--from",
+        "2027-03-27T00:00:00Z",
+        "--count",
+        "3",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(
+        text(&out.stdout),
+        "2027-03-27T01:30:00Z\n2027-03-28T01:30:00Z\n2027-03-29T00:30:00Z\n"
+    );
+    let out = ciclo(&[
+        "schedule",
+        "0 30 2 * * *",
+        "--tz",
+        "Europe/Rome",
+        "--from",
+        "2027-10-30T00:00:00Z",
+        "--count",
+        "3",
+    ]);
+    assert_eq!(
+        text(&out.stdout),
+        "2027-10-30T00:30:00Z\n2027-10-31T00:30:00Z\n2027-11-01T01:30:00Z\n"
+    );
+    let out = ciclo(&[
+        "schedule",
+        "0 0 13 * 5",
+        "--from",
+        "2026-03-01T00:00:00Z",
+        "--count",
+        "8",
+    ]);
+    let days: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|l| l[..10].to_string())
+        .collect();
+    assert_eq!(
+        days,
+        [
+            "2026-03-06",
+            "2026-03-13",
+            "2026-03-20",
+            "2026-03-27",
+            "2026-04-03",
+            "2026-04-10",
+            "2026-04-13",
+            "2026-04-17"
+        ]
+    );
+}
+
+#[test]
+fn schedule_refuses_never_firing_and_malformed_expressions() {
+    let out = ciclo(&["schedule", "0 0 31 4 *"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("April has no day 31"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = ciclo(&["schedule", "R0/PT1H"]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = ciclo(&["schedule", "0 0 3x * *"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    // The caret sits under the bad field.
+    assert!(err.contains("  0 0 3x * *\n       ^"), "{err}");
+    let out = ciclo(&["schedule", "P1D", "--from", "yesterday"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn validate_accepts_the_shipped_processes() {
+    let out = ciclo(&[
+        "validate",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/processes"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn validate_reports_file_line_column_code_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "process: bad\nstart: check\nsteps:\n  check:\n    decide:\n      - when: amount > > 5\n        goto: ok\n      - otherwise: ok\n  ok:\n    task: Approve\n    cadidates: [x]\n",
+    )
+    .unwrap();
+    let out = ciclo(&["validate", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    let name = file.display().to_string();
+    assert!(
+        err.contains(&format!(
+            "{name}:6:24: CICLO-E0120 bad expression `amount > > 5`"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{name}:11:5: CICLO-E0103 unknown key `cadidates`")),
+        "{err}"
+    );
+    assert!(
+        err.contains("\n  hint: did you mean `candidates`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn validate_exits_2_when_a_file_cannot_be_read() {
+    let out = ciclo(&["validate", "/no/such/file.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read /no/such/file.yaml"));
+}
+
+#[test]
+fn the_committed_schema_is_current() {
+    let out = ciclo(&["schema"]);
+    assert!(out.status.success());
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/ciclo-process.schema.json"
+    ))
+    .unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        committed,
+        "regenerate with `cargo run -- schema > ciclo-process.schema.json`"
+    );
+}
