@@ -217,6 +217,12 @@ impl Engine {
         self
     }
 
+    /// Wakes the runtime's loops to look for due timers and jobs now (for example after a
+    /// manual clock moved).
+    pub fn nudge(&self) {
+        self.wake.notify_waiters();
+    }
+
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
@@ -544,33 +550,35 @@ impl Engine {
         })
     }
 
-    /// Fires the timers due at `now`. Returns how many fired.
+    /// Fires the timers due at `now`, one after the other. Returns how many fired. (The
+    /// runtime fires many at once with `fire_timer`, so that they share flushes.)
     pub fn fire_due_timers(&self, now: Timestamp, limit: usize) -> Result<usize> {
         let due = self.store.due_timers(now, limit)?;
         let mut fired = 0;
         for timer in due {
-            if timer.instance == Uuid::nil() {
-                fired += self.fire_start_timer(&timer, now)? as usize;
-                continue;
-            }
-            let instance = timer.instance;
-            let done = self.transact_at(Some(instance), now, |tx| {
-                // The timer record goes whatever the machine says: a stale one is garbage.
-                tx.batch.push(Op::DeleteTimer {
-                    instance,
-                    timer: timer.timer,
-                });
-                if tx.load(instance)?.is_none() {
-                    return Ok(false);
-                }
-                Ok(
-                    tx.apply(instance, Event::TimerFired { timer: timer.timer })?
-                        == Applied::Changed,
-                )
-            })?;
-            fired += done as usize;
+            fired += self.fire_timer(&timer, now)? as usize;
         }
         Ok(fired)
+    }
+
+    /// Fires one due timer. Returns whether it changed its instance (a timer whose step has
+    /// moved on is only removed).
+    pub fn fire_timer(&self, timer: &TimerRecord, now: Timestamp) -> Result<bool> {
+        if timer.instance == Uuid::nil() {
+            return self.fire_start_timer(timer, now);
+        }
+        let instance = timer.instance;
+        self.transact_at(Some(instance), now, |tx| {
+            // The timer record goes whatever the machine says: a stale one is garbage.
+            tx.batch.push(Op::DeleteTimer {
+                instance,
+                timer: timer.timer,
+            });
+            if tx.load(instance)?.is_none() {
+                return Ok(false);
+            }
+            Ok(tx.apply(instance, Event::TimerFired { timer: timer.timer })? == Applied::Changed)
+        })
     }
 
     /// Timer start events are kept as timers of the nil instance, numbered by a hash of their

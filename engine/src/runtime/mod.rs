@@ -156,49 +156,31 @@ async fn timer_loop(
     options: RuntimeOptions,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    if let Err(e) = {
-        let engine = engine.clone();
-        tokio::task::spawn_blocking(move || engine.arm_start_timers()).await
-    }
-    .unwrap_or_else(|e| {
-        Err(EngineError::Store(crate::store::StoreError::Io(
-            e.to_string(),
-        )))
-    }) {
-        tracing::error!(error = %e, "arming timer start events failed");
+    let e = engine.clone();
+    match tokio::task::spawn_blocking(move || e.arm_start_timers()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "arming timer start events failed"),
+        Err(e) => tracing::error!(error = %e, "arming timer start events panicked"),
     }
     loop {
         if *stopped.borrow() {
             return;
         }
         let wake = engine.wake.notified();
-        let e = engine.clone();
         let limit = options.timer_batch;
-        let result = tokio::task::spawn_blocking(move || {
-            let now = e.clock().now();
-            let fired = e.fire_due_timers(now, limit)?;
-            let next = e.store().next_timer()?;
-            Ok::<_, EngineError>((fired, next.map(|t| t.due)))
-        })
-        .await;
-        let pause = match result {
-            Ok(Ok((fired, _))) if fired >= limit => Duration::ZERO,
-            Ok(Ok((_, Some(due)))) => {
-                let now = engine.clock().now();
-                let wait = due.duration_since(now);
-                if wait.is_negative() {
-                    Duration::from_millis(1)
+        let pause = match fire_due(&engine, limit).await {
+            Ok((due, _)) if due >= limit => Duration::ZERO,
+            Ok((_, Some(next))) => {
+                let wait = next.duration_since(engine.clock().now());
+                if wait.is_negative() || wait.is_zero() {
+                    Duration::ZERO
                 } else {
                     Duration::try_from(wait)
                         .unwrap_or(options.poll)
                         .min(options.poll)
                 }
             }
-            Ok(Ok((_, None))) => options.poll,
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "firing timers failed");
-                options.poll
-            }
+            Ok((_, None)) => options.poll,
             Err(e) => {
                 tracing::error!(error = %e, "timer task panicked");
                 options.poll
@@ -215,19 +197,66 @@ async fn timer_loop(
     }
 }
 
+/// Fires every due timer, many at once (each its own transaction, so that they share the
+/// store's group commit), and returns how many were due and when the next one is.
+async fn fire_due(
+    engine: &Arc<Engine>,
+    limit: usize,
+) -> Result<(usize, Option<Timestamp>), tokio::task::JoinError> {
+    let e = engine.clone();
+    let now = engine.clock().now();
+    let due = match tokio::task::spawn_blocking(move || e.store().due_timers(now, limit)).await? {
+        Ok(due) => due,
+        Err(e) => {
+            tracing::error!(error = %e, "reading due timers failed");
+            Vec::new()
+        }
+    };
+    let count = due.len();
+    let mut firing = tokio::task::JoinSet::new();
+    for timer in due {
+        // Bounded: a million due timers must not become a million threads.
+        while firing.len() >= 64 {
+            firing.join_next().await;
+        }
+        let e = engine.clone();
+        firing.spawn_blocking(move || {
+            if let Err(error) = e.fire_timer(&timer, now) {
+                tracing::error!(%error, instance = %timer.instance, timer = timer.timer, "firing a timer failed");
+            }
+        });
+    }
+    while firing.join_next().await.is_some() {}
+    let e = engine.clone();
+    let next = tokio::task::spawn_blocking(move || e.store().next_timer()).await?;
+    Ok((count, next.ok().flatten().map(|t| t.due)))
+}
+
+/// Jobs being run, and jobs answered since the last look: a look that began before an answer
+/// was committed may still list its job, which must not run twice.
+#[derive(Default)]
+struct JobSets {
+    running: HashSet<(InstanceId, u64, u32)>,
+    answered: HashSet<(InstanceId, u64, u32)>,
+}
+
 async fn job_loop(
     engine: Arc<Engine>,
     connectors: Arc<Connectors>,
     options: RuntimeOptions,
     mut stopped: tokio::sync::watch::Receiver<bool>,
 ) {
-    let in_flight: Arc<Mutex<HashSet<(InstanceId, u64, u32)>>> = Arc::default();
+    let sets: Arc<Mutex<JobSets>> = Arc::default();
     let mut running = tokio::task::JoinSet::new();
     loop {
         if *stopped.borrow() {
             break;
         }
         let wake = engine.wake.notified();
+        sets.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .answered
+            .clear();
         let e = engine.clone();
         let limit = options.job_batch;
         let due = tokio::task::spawn_blocking(move || {
@@ -249,23 +278,23 @@ async fn job_loop(
         let mut started = 0;
         for job in jobs {
             let id = (job.instance, job.job, job.attempt);
-            if !in_flight
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id)
             {
-                continue;
+                let mut s = sets.lock().unwrap_or_else(|e| e.into_inner());
+                if s.answered.contains(&id) || !s.running.insert(id) {
+                    continue;
+                }
             }
             started += 1;
             let engine = engine.clone();
             let connectors = connectors.clone();
-            let in_flight = in_flight.clone();
+            let sets = sets.clone();
             running.spawn(async move {
                 run_job(&engine, &connectors, job).await;
-                in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
+                {
+                    let mut s = sets.lock().unwrap_or_else(|e| e.into_inner());
+                    s.running.remove(&id);
+                    s.answered.insert(id);
+                }
                 engine.wake.notify_waiters();
             });
         }
