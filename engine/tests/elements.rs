@@ -878,3 +878,22 @@ steps:
         .count();
     assert_eq!(started, 3, "one instance per day");
 }
+
+/// After downtime, an overdue cycle fires once, not once per missed period, and carries on
+/// from the next period after now.
+#[test]
+fn overdue_cycle_fires_once_after_downtime() {
+    let h = Harness::new(&[REMINDERS]);
+    let id = h.start("approve", serde_json::json!({}));
+    // The server was down for five days: nothing fired meanwhile.
+    h.clock.advance(SignedDuration::from_hours(24 * 5 + 1));
+    let now = h.clock.now_ts();
+    assert_eq!(h.engine.fire_due_timers(now, 100).unwrap(), 1);
+    assert_eq!(h.engine.fire_due_timers(now, 100).unwrap(), 0);
+    assert_eq!(h.var(id, "reminders"), num("1"));
+    let next = h.engine.store().timers_of(id).unwrap()[0].due;
+    assert!(
+        next > now && next <= now + SignedDuration::from_hours(24),
+        "{next}"
+    );
+}

@@ -90,6 +90,11 @@ pub struct RuntimeOptions {
     pub job_batch: usize,
     /// Timers fired per look.
     pub timer_batch: usize,
+    /// Finished instances are removed, with their history, this long after they ended
+    /// (`None`: kept for ever).
+    pub retention: Option<jiff::SignedDuration>,
+    /// How often the retention sweep runs.
+    pub retention_sweep: Duration,
 }
 
 impl Default for RuntimeOptions {
@@ -98,6 +103,8 @@ impl Default for RuntimeOptions {
             poll: Duration::from_millis(200),
             job_batch: 64,
             timer_batch: 512,
+            retention: Some(jiff::SignedDuration::from_hours(24 * 90)),
+            retention_sweep: Duration::from_secs(3600),
         }
     }
 }
@@ -137,16 +144,25 @@ impl Runtime {
     ) -> RuntimeHandle {
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let timers = tokio::spawn(timer_loop(engine.clone(), options.clone(), stopped.clone()));
-        let jobs = tokio::spawn(job_loop(
+        let mut tasks = vec![timers];
+        if let Some(retention) = options.retention {
+            tasks.push(tokio::spawn(retention_loop(
+                engine.clone(),
+                retention,
+                options.retention_sweep,
+                stopped.clone(),
+            )));
+        }
+        tasks.push(tokio::spawn(job_loop(
             engine.clone(),
             Arc::new(connectors),
             options,
             stopped,
-        ));
+        )));
         RuntimeHandle {
             engine,
             stop,
-            tasks: Arc::new(Mutex::new(vec![timers, jobs])),
+            tasks: Arc::new(Mutex::new(tasks)),
         }
     }
 }
@@ -230,6 +246,28 @@ async fn fire_due(
     let e = engine.clone();
     let next = tokio::task::spawn_blocking(move || e.store().next_timer()).await?;
     Ok((count, next.ok().flatten().map(|t| t.due)))
+}
+
+/// Removes finished instances older than the retention period, in bulk, now and then.
+async fn retention_loop(
+    engine: Arc<Engine>,
+    retention: jiff::SignedDuration,
+    every: Duration,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let e = engine.clone();
+        match tokio::task::spawn_blocking(move || e.remove_finished(retention)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "removed finished instances past retention"),
+            Ok(Err(e)) => tracing::error!(error = %e, "retention sweep failed"),
+            Err(e) => tracing::error!(error = %e, "retention sweep panicked"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stopped.changed() => return,
+        }
+    }
 }
 
 /// Jobs being run, and jobs answered since the last look: a look that began before an answer
