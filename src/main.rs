@@ -87,10 +87,22 @@ fn schedule(expr: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode 
         },
         None => jiff::Timestamp::now(),
     };
-    match ciclo_engine::schedule::preview(expr, Some(tz), from, count) {
+    match ciclo_engine::schedule::occurrences(expr, Some(tz), from) {
         Ok(instants) => {
-            for t in instants {
-                println!("{t}");
+            use std::io::Write as _;
+            // Printed as found, so a huge --count streams; a closed pipe (`| head`) ends quietly.
+            let mut out = std::io::stdout().lock();
+            let mut printed = 0usize;
+            for t in instants.take(count) {
+                if writeln!(out, "{t}").is_err() {
+                    return ExitCode::SUCCESS;
+                }
+                printed += 1;
+            }
+            let _ = out.flush();
+            if printed == 0 && count > 0 {
+                eprintln!("ciclo: timer `{expr}` never fires at or after {from}");
+                return ExitCode::from(1);
             }
             ExitCode::SUCCESS
         }
@@ -100,7 +112,7 @@ fn schedule(expr: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode 
                 eprintln!("  {expr}");
                 eprintln!(
                     "  {}^",
-                    " ".repeat(expr[..e.offset.min(expr.len())].chars().count())
+                    " ".repeat(expr.get(..e.offset).map_or(0, |p| p.chars().count()))
                 );
             }
             ExitCode::from(1)

@@ -33,6 +33,9 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     if let Err(e) = collect(paths, &mut files) {
         return crate::fail(2, &e);
     }
+    // A file named twice (`d/ d/x.yaml`, `x.yaml ./x.yaml`) is checked once.
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     let mut sources = Vec::new();
     for file in &files {
         match crate::read(file) {
@@ -44,6 +47,11 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     // process that uses them validates on its own, but report only the files asked for.
     let asked: Vec<String> = sources.iter().map(|(f, _)| f.clone()).collect();
     let mut context = sources.clone();
+    // Call activities may call any process of these files or of their folders.
+    let mut known: std::collections::BTreeSet<String> = sources
+        .iter()
+        .filter_map(|(_, text)| process_id(text))
+        .collect();
     let mut folders: Vec<PathBuf> = files
         .iter()
         .filter_map(|f| f.parent().map(Path::to_path_buf))
@@ -64,14 +72,19 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             if asked.contains(&name) {
                 continue;
             }
-            if let Ok(text) = std::fs::read_to_string(&sibling)
-                && !text.lines().any(|l| l.starts_with("process:"))
-            {
-                context.push((name, text));
+            if let Ok(text) = std::fs::read_to_string(&sibling) {
+                match process_id(&text) {
+                    Some(id) => {
+                        known.insert(id);
+                    }
+                    None => context.push((name, text)),
+                }
             }
         }
     }
-    let library = parse::load(&context, &Catalog::standard());
+    let mut catalog = Catalog::standard();
+    catalog.processes = known;
+    let library = parse::load(&context, &catalog);
     let problems: Vec<_> = library
         .problems
         .iter()
@@ -91,4 +104,19 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     }
     eprintln!("{} problem(s)", problems.len());
     ExitCode::from(1)
+}
+
+/// The process id a file declares (`process: quote-approval`), read without parsing it.
+fn process_id(text: &str) -> Option<String> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("process:"))
+        .map(|id| {
+            id.split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .trim_matches(['"', '\''])
+                .to_string()
+        })
+        .filter(|id| !id.is_empty())
 }

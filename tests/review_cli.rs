@@ -22,7 +22,14 @@ const GOOD: &str = "process: good\nsteps:\n  a: { set: { x: 1 } }\n";
 #[test]
 fn schedule_into_a_closed_pipe_does_not_panic() {
     let mut child = ciclo()
-        .args(["schedule", "* * * * *", "--from", "2027-01-01T00:00:00Z", "--count", "200000"])
+        .args([
+            "schedule",
+            "* * * * *",
+            "--from",
+            "2027-01-01T00:00:00Z",
+            "--count",
+            "200000",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -41,7 +48,14 @@ fn schedule_into_a_closed_pipe_does_not_panic() {
 #[test]
 fn schedule_with_a_huge_count_streams_or_refuses() {
     let mut child = ciclo()
-        .args(["schedule", "R/PT1S", "--from", "2027-01-01T00:00:00Z", "--count", "18446744073709551615"])
+        .args([
+            "schedule",
+            "R/PT1S",
+            "--from",
+            "2027-01-01T00:00:00Z",
+            "--count",
+            "18446744073709551615",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -53,7 +67,9 @@ fn schedule_with_a_huge_count_streams_or_refuses() {
         let r = stdout.read(&mut first);
         let _ = tx.send(r.map(|n| n > 0).unwrap_or(false));
     });
-    let printed = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap_or(false);
+    let printed = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .unwrap_or(false);
     let _ = child.kill();
     let status = child.wait().unwrap();
     assert!(
@@ -68,7 +84,12 @@ fn schedule_with_a_huge_count_streams_or_refuses() {
 #[test]
 fn schedule_of_a_cycle_that_ended_says_so() {
     let out = ciclo()
-        .args(["schedule", "R2/2026-01-01T09:00/P1D", "--from", "2027-01-01T00:00:00Z"])
+        .args([
+            "schedule",
+            "R2/2026-01-01T09:00/P1D",
+            "--from",
+            "2027-01-01T00:00:00Z",
+        ])
         .output()
         .unwrap();
     assert!(
@@ -118,7 +139,11 @@ fn validate_reports_a_second_yaml_document() {
 #[test]
 fn validate_a_folder_reports_a_call_to_an_unknown_process() {
     let dir = tempfile::tempdir().unwrap();
-    write(&dir, "dunning.yaml", "process: dunning\nsteps:\n  a: { set: { x: 1 } }\n");
+    write(
+        &dir,
+        "dunning.yaml",
+        "process: dunning\nsteps:\n  a: { set: { x: 1 } }\n",
+    );
     write(
         &dir,
         "caller.yaml",
@@ -126,7 +151,11 @@ fn validate_a_folder_reports_a_call_to_an_unknown_process() {
     );
     let out = ciclo().arg("validate").arg(dir.path()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("CICLO-E0133"), "exit {:?}, stderr: {stderr}", out.status);
+    assert!(
+        stderr.contains("CICLO-E0133"),
+        "exit {:?}, stderr: {stderr}",
+        out.status
+    );
 }
 
 /// A bad expression written with a `\u` escape: the column should point at the `*`, not at
@@ -150,10 +179,17 @@ fn validate_column_inside_an_escaped_string() {
 #[test]
 fn validate_bare_braces_in_set_gives_advice_that_works() {
     let dir = tempfile::tempdir().unwrap();
-    let f = write(&dir, "set.yaml", "process: p\nsteps:\n  a:\n    set: { x: {{ y }} }\n");
+    let f = write(
+        &dir,
+        "set.yaml",
+        "process: p\nsteps:\n  a:\n    set: { x: {{ y }} }\n",
+    );
     let out = ciclo().arg("validate").arg(&f).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!stderr.contains("put it in quotes: \"{{ y }}\""), "{stderr}");
+    assert!(
+        !stderr.contains("put it in quotes: \"{{ y }}\""),
+        "{stderr}"
+    );
 }
 
 /// Every shipped example validates, also each file on its own.
@@ -163,6 +199,11 @@ fn shipped_examples_validate() {
     for entry in std::fs::read_dir(&root).unwrap() {
         let path = entry.unwrap().path();
         let out = ciclo().arg("validate").arg(&path).output().unwrap();
-        assert!(out.status.success(), "{}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -19,7 +19,8 @@ fn main() {
         Value::from_json(serde_json::json!({
             "company": {"name": "Acme", "country": "IT"},
             "notes": (0..200).map(|i| format!("note {i}")).collect::<Vec<_>>(),
-        })),
+        }))
+        .expect("exact numbers"),
     );
     let iterations = 1_000_000;
     for source in [

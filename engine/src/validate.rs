@@ -415,5 +415,66 @@ pub fn graph(def: &Definition) -> Vec<Problem> {
             Some("give the loop an exit: a `then` or `decide` branch, or an `otherwise`, that leads to an end".into()),
         ));
     }
+
+    // A `join: all` waits for a path on every incoming flow. Flows that do not all descend from
+    // a parallel fork (an exclusive choice sends one path only) leave it waiting for ever.
+    let mut predecessors: Vec<Vec<StepId>> = vec![Vec::new(); def.steps.len()];
+    for step in &def.steps {
+        for target in successors(step) {
+            if resolved(def, target.id) {
+                predecessors[target.id as usize].push(step.id);
+            }
+        }
+    }
+    for join in &def.steps {
+        if !matches!(join.kind, StepKind::Join { inclusive: false }) {
+            continue;
+        }
+        let incoming = &predecessors[join.id as usize];
+        if incoming.len() < 2 {
+            continue;
+        }
+        // Walk back from each incoming flow; reaching the beginning of the container without
+        // meeting a `parallel:` step means that path can arrive alone.
+        for &from in incoming {
+            let mut seen = vec![false; def.steps.len()];
+            let mut stack = vec![from];
+            let mut alone = false;
+            while let Some(id) = stack.pop() {
+                if std::mem::replace(&mut seen[id as usize], true) {
+                    continue;
+                }
+                let step = def.step(id);
+                if matches!(step.kind, StepKind::Parallel { .. }) {
+                    continue;
+                }
+                let before: Vec<StepId> = predecessors[id as usize]
+                    .iter()
+                    .copied()
+                    .filter(|p| *p != join.id)
+                    .collect();
+                if before.is_empty() {
+                    alone = true;
+                    break;
+                }
+                stack.extend(before);
+            }
+            if alone {
+                problems.push(problem(
+                    def,
+                    join.span,
+                    codes::JOIN_NEVER_COMPLETES,
+                    format!(
+                        "`join: all` in step `{}` waits for all {} incoming paths, but the one from `{}` does not come from a `parallel:` step, so the others may never arrive",
+                        join.name,
+                        incoming.len(),
+                        def.step(from).name
+                    ),
+                    Some("use `join: any` to wait only for the paths that were started, or start them with `parallel:`".into()),
+                ));
+                break;
+            }
+        }
+    }
     problems
 }

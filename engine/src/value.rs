@@ -63,31 +63,27 @@ impl Value {
     }
 
     /// Reads a JSON value. Numbers keep every digit (serde_json's `arbitrary_precision`), so
-    /// `19.99` is the decimal 19.99. Strings stay strings: JSON has no date type.
-    pub fn from_json(json: serde_json::Value) -> Value {
-        match json {
+    /// `19.99` is the decimal 19.99. A number a decimal cannot hold exactly (more than 28
+    /// digits after the point, or too large) is refused, never rounded or turned into text.
+    /// Strings stay strings: JSON has no date type.
+    pub fn from_json(json: serde_json::Value) -> Result<Value, NumberError> {
+        Ok(match json {
             serde_json::Value::Null => Value::Null,
             serde_json::Value::Bool(b) => Value::Bool(b),
-            serde_json::Value::Number(n) => {
-                let text = n.to_string();
-                match text
-                    .parse::<Decimal>()
-                    .or_else(|_| Decimal::from_scientific(&text))
-                {
-                    Ok(d) => Value::Number(d.normalize()),
-                    Err(_) => Value::String(text),
-                }
-            }
+            serde_json::Value::Number(n) => Value::Number(exact_decimal(&n.to_string())?),
             serde_json::Value::String(s) => Value::String(s),
-            serde_json::Value::Array(items) => {
-                Value::List(items.into_iter().map(Value::from_json).collect())
-            }
+            serde_json::Value::Array(items) => Value::List(
+                items
+                    .into_iter()
+                    .map(Value::from_json)
+                    .collect::<Result<_, _>>()?,
+            ),
             serde_json::Value::Object(map) => Value::Map(
                 map.into_iter()
-                    .map(|(k, v)| (k, Value::from_json(v)))
-                    .collect(),
+                    .map(|(k, v)| Ok((k, Value::from_json(v)?)))
+                    .collect::<Result<_, NumberError>>()?,
             ),
-        }
+        })
     }
 
     /// Writes this value as JSON: numbers as exact JSON numbers, dates, instants and durations
@@ -113,6 +109,70 @@ impl Value {
             Value::Duration(s) => serde_json::Value::String(s.to_string()),
         }
     }
+}
+
+/// A JSON number that a decimal cannot hold exactly.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the number {text} cannot be held exactly as a decimal: {reason}")]
+pub struct NumberError {
+    pub text: String,
+    pub reason: &'static str,
+}
+
+/// Parses a number's text into a decimal, refusing any loss: too many digits, too large, or a
+/// non-zero value that would round to zero.
+pub fn exact_decimal(text: &str) -> Result<Decimal, NumberError> {
+    let refuse = |reason| NumberError {
+        text: text.to_string(),
+        reason,
+    };
+    let parsed = if text.contains(['e', 'E']) {
+        Decimal::from_scientific(text).map_err(|_| refuse("it is outside the range of decimals"))?
+    } else {
+        let digits_after_point = text.split_once('.').map(|(_, f)| f.len()).unwrap_or(0);
+        if digits_after_point > 28 {
+            return Err(refuse("it has more than 28 digits after the point"));
+        }
+        text.parse::<Decimal>()
+            .map_err(|_| refuse("it has more than 28 significant digits or is too large"))?
+    };
+    if parsed.is_zero()
+        && text.bytes().any(|b| (b'1'..=b'9').contains(&b))
+        && !text.contains(['e', 'E'])
+    {
+        return Err(refuse("it is too small"));
+    }
+    if text.contains(['e', 'E']) {
+        // Scientific notation: the mantissa's digits must all survive.
+        let mantissa = text.split(['e', 'E']).next().unwrap_or("");
+        let significant = mantissa
+            .trim_start_matches(['-', '+', '0', '.'])
+            .replace('.', "");
+        let significant = significant.trim_end_matches('0');
+        if parsed.is_zero() && !significant.is_empty() {
+            return Err(refuse("it is too small"));
+        }
+        if significant.len() > 28 {
+            return Err(refuse("it has more than 28 significant digits"));
+        }
+    }
+    // A text that parses but loses digits (rust_decimal rounds past its precision) is refused.
+    if !text.contains(['e', 'E']) && digits(text) != digits(&parsed.to_string()) {
+        return Err(refuse("it has more digits than a decimal holds"));
+    }
+    Ok(parsed.normalize())
+}
+
+/// The significant digits of a plain decimal text: no sign, point, or leading and trailing
+/// zeros (`-0012.500` -> `125`).
+fn digits(text: &str) -> String {
+    let unsigned = text.trim_start_matches(['-', '+']);
+    let trimmed = if unsigned.contains('.') {
+        unsigned.trim_end_matches('0')
+    } else {
+        unsigned
+    };
+    trimmed.replace('.', "").trim_start_matches('0').to_string()
 }
 
 impl From<bool> for Value {
@@ -146,8 +206,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn json_numbers_a_decimal_cannot_hold_are_refused() {
+        for text in [
+            "1e400",
+            "123456789012345678901234567890123",
+            "0.000000000000000000000000000000001",
+            "1e-33",
+        ] {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert!(Value::from_json(json).is_err(), "{text}");
+        }
+        for (text, exact) in [
+            ("1e3", "1000"),
+            ("2.50", "2.5"),
+            ("-0.1", "-0.1"),
+            ("1.5E-2", "0.015"),
+        ] {
+            let json: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert_eq!(
+                Value::from_json(json).unwrap(),
+                Value::Number(exact.parse().unwrap()),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn json_numbers_are_exact_decimals() {
-        let v = Value::from_json(serde_json::json!({"a": 0.1, "b": [1, 2.50]}));
+        let v = Value::from_json(serde_json::json!({"a": 0.1, "b": [1, 2.50]})).unwrap();
         let Value::Map(m) = &v else {
             panic!("map expected")
         };

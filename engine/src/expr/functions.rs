@@ -12,7 +12,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use super::eval::{Evaluator, NULL, a_type, check_list, check_text, days, order};
 use super::parser::Node;
-use super::{ExprError, MAX_LIST_ITEMS, display_value};
+use super::{ExprError, MAX_LIST_ITEMS, MAX_STRING_BYTES, display_value, display_value_within};
 use crate::value::Value;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -428,7 +428,15 @@ impl<'c, 'a> Call<'c, 'a> {
                 }
                 _ => return Err(self.wrong(ev, 0, "a text or a number")),
             },
-            Func::String => Value::String(display_value(self.value(0))),
+            Func::String => match display_value_within(self.value(0), MAX_STRING_BYTES) {
+                Some(text) => Value::String(text),
+                None => {
+                    return Err(ExprError::new(
+                        format!("string: the text would be longer than {MAX_STRING_BYTES} bytes"),
+                        self.args[0].start,
+                    ));
+                }
+            },
             Func::IsNull => Value::Bool(matches!(self.value(0), Value::Null)),
             Func::IsEmpty => Value::Bool(match self.value(0) {
                 Value::Null => true,

@@ -149,5 +149,64 @@ pub fn display_value(value: &Value) -> String {
     }
 }
 
+/// `display_value`, but giving up (`None`) as soon as the text would pass `limit` bytes, so
+/// that `string(huge_list)` costs no more than the limit.
+pub fn display_value_within(value: &Value, limit: usize) -> Option<String> {
+    match value {
+        Value::List(_) | Value::Map(_) => {
+            let mut out = Bounded {
+                text: String::new(),
+                limit,
+            };
+            write_json(value, &mut out).ok()?;
+            Some(out.text)
+        }
+        other => Some(display_value(other)).filter(|s| s.len() <= limit),
+    }
+}
+
+struct Bounded {
+    text: String,
+    limit: usize,
+}
+
+impl Bounded {
+    fn push(&mut self, part: &str) -> Result<(), ()> {
+        if self.text.len() + part.len() > self.limit {
+            return Err(());
+        }
+        self.text.push_str(part);
+        Ok(())
+    }
+}
+
+fn write_json(value: &Value, out: &mut Bounded) -> Result<(), ()> {
+    match value {
+        Value::List(items) => {
+            out.push("[")?;
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(",")?;
+                }
+                write_json(item, out)?;
+            }
+            out.push("]")
+        }
+        Value::Map(map) => {
+            out.push("{")?;
+            for (i, (key, item)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(",")?;
+                }
+                out.push(&serde_json::Value::String(key.clone()).to_string())?;
+                out.push(":")?;
+                write_json(item, out)?;
+            }
+            out.push("}")
+        }
+        scalar => out.push(&scalar.to_json().to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests;

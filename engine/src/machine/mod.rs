@@ -28,6 +28,9 @@ use crate::value::{Value, Vars};
 
 pub use state::*;
 
+/// How many steps one event may run before the machine stops the path with an incident.
+pub const MAX_STEPS_PER_EVENT: usize = 10_000;
+
 /// A transition the machine refuses. Nothing changed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MachineError {
@@ -232,6 +235,11 @@ fn check_field(kind: &FieldKind, value: Value) -> Result<Value, String> {
             } else {
                 Err(format!("must be one of {}, not `{s}`", options.join(", ")))
             }
+        }
+        (FieldKind::Choice(options), value @ (Value::Number(_) | Value::Bool(_)))
+            if options.contains(&key_text(&value)) =>
+        {
+            Ok(value)
         }
         (FieldKind::Choice(options), other) => Err(format!(
             "must be one of {}, not a {}",
@@ -445,9 +453,35 @@ impl<'a> Machine<'a> {
     // ----- the run loop -----------------------------------------------------------------
 
     fn run(&mut self) {
+        let mut steps = 0usize;
         loop {
             while let Some(t) = self.queue.pop_front() {
                 if self.st.status.is_finished() {
+                    return;
+                }
+                steps += 1;
+                if steps > MAX_STEPS_PER_EVENT {
+                    // A loop without a wait state would otherwise run for ever inside one
+                    // transaction, holding the instance. Stop it where it is.
+                    self.incident(
+                        t,
+                        format!(
+                            "more than {MAX_STEPS_PER_EVENT} steps ran without waiting for anything: \
+                             a loop without a wait state? Fix the process and retry"
+                        ),
+                        Resume::Enter,
+                    );
+                    // Other tokens moved in this transaction stay where they are, to run on
+                    // when the incident is retried.
+                    for other in std::mem::take(&mut self.queue) {
+                        if other != t && self.st.token(other).is_some() {
+                            self.incident(
+                                other,
+                                "stopped with the runaway loop".into(),
+                                Resume::Enter,
+                            );
+                        }
+                    }
                     return;
                 }
                 if self.st.token(t).is_some()
@@ -737,7 +771,10 @@ impl<'a> Machine<'a> {
         let due = if attempt == 1 {
             self.now
         } else {
-            self.now + self.backoff(step, job, attempt)
+            // A backoff past the end of time (a policy of thousands of years) waits until then.
+            self.now
+                .checked_add(self.backoff(step, job, attempt))
+                .unwrap_or(Timestamp::MAX)
         };
         self.out.push(Command::EnqueueJob {
             job,

@@ -296,6 +296,21 @@ impl<'t, 'n> FileParser<'t, 'n> {
             Some(Scalar::Bool(b)) => b.to_string(),
             Some(Scalar::Null) => "null".to_string(),
             None => {
+                if let Some(template) = node.as_misread_template() {
+                    // In an expression the braces are not needed at all; quoting them would
+                    // only trade this problem for a bad expression.
+                    let inner = template
+                        .trim_start_matches("{{")
+                        .trim_end_matches("}}")
+                        .trim();
+                    self.report(
+                        node.span,
+                        codes::TEMPLATE_AS_MAP,
+                        format!("this looks like a template but YAML read it as a map; an expression needs no braces: write `{inner}`"),
+                        None,
+                    );
+                    return None;
+                }
                 self.wrong_type(node, what, "an expression");
                 return None;
             }
@@ -451,6 +466,15 @@ impl<'t, 'n> FileParser<'t, 'n> {
             let Some(target) = self.text(key, "a variable name") else {
                 continue;
             };
+            if !is_variable_path(&target) {
+                self.report(
+                    key.span,
+                    codes::INVALID_VALUE,
+                    format!("`{target}` is not a variable name"),
+                    Some("use letters, digits and `_`, not starting with a digit; `a.b` sets field `b` of map `a`".into()),
+                );
+                continue;
+            }
             if let Some(value) = self.expr(value, &format!("`{target}`")) {
                 out.push(Assignment {
                     target,
@@ -1248,6 +1272,16 @@ impl<'t, 'n> FileParser<'t, 'n> {
             .get("error")
             .and_then(|n| self.text(n, "`error`"))
             .unwrap_or_default();
+        if code.trim().is_empty()
+            && let Some(node) = value.get("error")
+        {
+            self.report(
+                node.span,
+                codes::INVALID_VALUE,
+                "an error end needs an error code".into(),
+                Some("write a code that an `on: - error:` can catch, for example `error: CUSTOMER_BLOCKED`".into()),
+            );
+        }
         let message = value
             .get("message")
             .and_then(|n| self.template(n, "`message`"));
@@ -1961,4 +1995,14 @@ fn doc_hint(doc: &str) -> String {
         Some(first) => first.to_lowercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+/// Whether `text` is a variable name or a dotted path of names (`quote.total`): what an
+/// expression can read back.
+fn is_variable_path(text: &str) -> bool {
+    text.split('.').all(|part| {
+        let mut chars = part.chars();
+        chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+            && chars.all(|c| c.is_alphanumeric() || c == '_')
+    })
 }

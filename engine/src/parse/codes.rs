@@ -32,6 +32,7 @@ pub const UNKNOWN_TABLE: &str = "CICLO-E0132";
 pub const UNKNOWN_PROCESS: &str = "CICLO-E0133";
 pub const DUPLICATE_NAME: &str = "CICLO-E0134";
 pub const NOT_AN_ACTIVITY: &str = "CICLO-E0135";
+pub const JOIN_NEVER_COMPLETES: &str = "CICLO-E0136";
 
 /// Every code with a one-line meaning, for docs and tooling.
 pub const ALL: &[(&str, &str)] = &[
@@ -89,5 +90,9 @@ pub const ALL: &[(&str, &str)] = &[
     (
         NOT_AN_ACTIVITY,
         "boundary events or multi-instance on a step that is not a task or sub-process",
+    ),
+    (
+        JOIN_NEVER_COMPLETES,
+        "a `join: all` fed by paths that do not all start together",
     ),
 ];

@@ -255,8 +255,15 @@ impl Builder {
             let (start, end) = (span.start.index(), span.end.index());
             let finished = match event {
                 Event::StreamEnd => break,
-                Event::DocumentEnd => {
-                    // Only the first document counts; a second `---` is ignored.
+                Event::DocumentEnd => None,
+                Event::DocumentStart(_) if root.is_some() => {
+                    // A second document would be silently ignored: say so instead.
+                    self.issues.push(YamlIssue::Syntax {
+                        span: at,
+                        message: "a second YAML document starts here, but a file holds one \
+                                  process (or one set of tables): move it to a file of its own"
+                            .into(),
+                    });
                     break;
                 }
                 Event::Nothing | Event::StreamStart | Event::DocumentStart(_) => None,
@@ -440,7 +447,20 @@ impl SourceMap {
         let end = node.end.min(self.chars.len());
         let mut raw = node.start.min(end);
         for (i, c) in value.chars().enumerate() {
+            // A numeric escape (`\u00e9`) stands for one character of the value.
+            let mut escape = 0;
             while raw < end && self.chars[raw] != c {
+                if self.chars[raw] == '\\' {
+                    escape = match self.chars.get(raw + 1) {
+                        Some('x') => 4,
+                        Some('u') => 6,
+                        Some('U') => 10,
+                        _ => 0,
+                    };
+                    if escape > 0 {
+                        break;
+                    }
+                }
                 raw += 1;
             }
             if raw >= end {
@@ -451,7 +471,7 @@ impl SourceMap {
             if i == wanted {
                 return self.positions[raw];
             }
-            raw += 1;
+            raw += escape.max(1);
         }
         if raw >= end && wanted < value.chars().count() {
             return node.span;
@@ -491,6 +511,12 @@ mod tests {
         // `it''s` is one quote in the value: offset 5 is the `)` after it.
         assert_eq!(locate("when: 'it''s )'\n", "when", 5), (1, 14));
         assert_eq!(locate("when: \"\\\"x\\\" )\"\n", "when", 4), (1, 14));
+    }
+
+    #[test]
+    fn offsets_after_numeric_escapes() {
+        // `\u00e9` is one character of the value: offset 5 (`é + `, é two bytes) is the `*`.
+        assert_eq!(locate("when: \"\\u00e9 + * 1\"\n", "when", 5), (1, 17));
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub enum EngineError {
         "process `{0}` has no start that a person or the API can trigger (it starts on a message or a timer)"
     )]
     NoPlainStart(String),
+    #[error("the message cannot be taken: {0}")]
+    BadMessage(String),
     #[error(transparent)]
     Refused(#[from] MachineError),
     #[error(transparent)]
@@ -828,7 +830,7 @@ impl Engine {
                     .max(MESSAGE_ID_MEMORY);
                 batch.push(Op::PutMessageId {
                     id: id.clone(),
-                    until: now + keep,
+                    until: now.checked_add(keep).unwrap_or(Timestamp::MAX),
                 });
             }
         };
@@ -895,6 +897,11 @@ impl Engine {
         }
         match message.ttl {
             Some(ttl) if ttl > SignedDuration::ZERO => {
+                let Some(expires_at) = now.checked_add(ttl).ok() else {
+                    return Err(EngineError::BadMessage(format!(
+                        "time to live {ttl:#} reaches past the year 9999; give a shorter one"
+                    )));
+                };
                 let mut batch = Batch::default();
                 remember(&mut batch);
                 batch.push(Op::PutMessage(MessageRecord {
@@ -904,7 +911,7 @@ impl Engine {
                     key: message.key.clone(),
                     vars: message.vars.clone(),
                     received_at: now,
-                    expires_at: now + ttl,
+                    expires_at,
                 }));
                 self.store.commit(batch)?;
                 Ok(Correlation::Buffered)

@@ -331,29 +331,32 @@ fn first_point_after(
     point(base, interval, high).map(|_| high)
 }
 
-/// Up to `count` fire instants of `expr` in `zone`, for a timer armed at `from`: the CLI's
-/// `ciclo schedule` preview. Fails when the expression is malformed or can never fire.
-///
-/// The first instant is [`Schedule::first_due`] when it is at or after `from` (an overdue date
-/// therefore shows nothing, a zero duration shows `from`); the rest follow by
-/// [`Schedule::next_after`], so a single-shot kind gives at most one instant.
+/// The fire instants of `expr` at or after `from`, in order, as a timer armed at `from` would
+/// fire (lazily: a caller may stop at any time). Checks first that the expression parses and
+/// can fire at all.
+pub fn occurrences(
+    expr: &str,
+    zone: Option<&str>,
+    from: Timestamp,
+) -> Result<impl Iterator<Item = Timestamp>, ScheduleError> {
+    let schedule = Schedule::parse(expr, zone)?;
+    schedule.check_can_fire()?;
+    let mut next = schedule.first_due(from).filter(|first| *first >= from);
+    let mut fired: u32 = 0;
+    Ok(std::iter::from_fn(move || {
+        let instant = next?;
+        fired = fired.saturating_add(1);
+        next = schedule.next_after(instant, from, fired);
+        Some(instant)
+    }))
+}
+
+/// Up to `count` fire instants of `expr` at or after `from` (see `occurrences`).
 pub fn preview(
     expr: &str,
     zone: Option<&str>,
     from: Timestamp,
     count: usize,
 ) -> Result<Vec<Timestamp>, ScheduleError> {
-    let schedule = Schedule::parse(expr, zone)?;
-    schedule.check_can_fire()?;
-    let mut instants = Vec::new();
-    let mut next = schedule.first_due(from).filter(|first| *first >= from);
-    while let Some(instant) = next {
-        if instants.len() >= count {
-            break;
-        }
-        instants.push(instant);
-        let fired = u32::try_from(instants.len()).unwrap_or(u32::MAX);
-        next = schedule.next_after(instant, from, fired);
-    }
-    Ok(instants)
+    Ok(occurrences(expr, zone, from)?.take(count).collect())
 }

@@ -22,7 +22,7 @@ pub fn ts(text: &str) -> Timestamp {
 }
 
 pub fn vars(json: serde_json::Value) -> Vars {
-    match Value::from_json(json) {
+    match Value::from_json(json).expect("exact numbers") {
         Value::Map(m) => m,
         other => panic!("test vars must be a JSON object, got {other:?}"),
     }
