@@ -7,6 +7,8 @@
 //! The store knows nothing of the state machine: an instance's state is an opaque byte string
 //! (`InstanceRecord::state`) next to the few fields that are queried.
 
+use std::sync::atomic::AtomicU64;
+
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -16,13 +18,48 @@ use crate::value::Vars;
 mod codec;
 #[cfg(test)]
 mod conformance;
+mod keys;
 pub mod memory;
 pub mod sled;
 
 pub use memory::MemoryStore;
-pub use sled::{SledOptions, SledStore, StoreStats};
+pub use sled::{SledOptions, SledStore};
 
 pub type InstanceId = Uuid;
+
+/// What a durable store's committer has done since the store was opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Non-empty batches committed.
+    pub commits: u64,
+    /// Group flushes: one per group of batches made durable together (for sled a `flush`
+    /// plus a `sync_data`).
+    pub flushes: u64,
+    /// Time spent applying batches, in microseconds.
+    pub apply_micros: u64,
+    /// Time spent making groups durable (flush and sync), in microseconds.
+    pub flush_micros: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    commits: AtomicU64,
+    flushes: AtomicU64,
+    apply_micros: AtomicU64,
+    flush_micros: AtomicU64,
+}
+
+impl Counters {
+    fn stats(&self) -> StoreStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        StoreStats {
+            commits: self.commits.load(Relaxed),
+            flushes: self.flushes.load(Relaxed),
+            apply_micros: self.apply_micros.load(Relaxed),
+            flush_micros: self.flush_micros.load(Relaxed),
+        }
+    }
+}
 
 /// A store failure. Not a user's mistake: the server answers 5xx and the operator looks.
 #[derive(Debug, thiserror::Error)]
