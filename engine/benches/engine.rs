@@ -2,18 +2,22 @@
 //!
 //! `cargo bench -p ciclo-engine --bench engine` runs the process of the benchmark issue
 //! (start -> `score = amount * 2` -> `score > 100`? -> `approved = true` -> end, amount 500)
-//! in memory one at a time, then durable on sled with 64 concurrent starters (group commit),
-//! then parks 100,000 instances on a user task and measures store size, memory and reopen time.
-//! Sizes can be changed with CICLO_BENCH_MEMORY_N, CICLO_BENCH_SLED_N, CICLO_BENCH_WAITING_N.
+//! in memory one at a time, then on each durable store (sled, then redb, through the same code):
+//! with 64 concurrent starters (group commit) and one at a time, then parks 100,000 instances on
+//! a user task and measures store size, memory and reopen time. Sizes can be changed with
+//! CICLO_BENCH_MEMORY_N, CICLO_BENCH_SLED_N, CICLO_BENCH_REDB_N, CICLO_BENCH_WAITING_N.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ciclo_engine::Value;
 use ciclo_engine::parse::Catalog;
 use ciclo_engine::runtime::{Engine, StartOptions, SystemClock};
-use ciclo_engine::store::sled::{SledOptions, SledStore};
-use ciclo_engine::store::{InstanceId, InstanceStatus, MemoryStore, Store};
+use ciclo_engine::store::{
+    InstanceId, InstanceStatus, MemoryStore, RedbOptions, RedbStore, SledOptions, SledStore, Store,
+    StoreStats,
+};
 
 const SCORE: &str = r#"
 process: score
@@ -194,23 +198,69 @@ fn main() {
     report("in memory, one at a time", n, elapsed, latencies);
     drop(mem);
 
-    // 2. Durable on sled, 64 concurrent starters sharing flushes.
+    // 2. and 3. on each durable store, through the same code.
+    store_sections("sled", scale, |path| {
+        SledStore::open(SledOptions::new(path)).expect("sled opens")
+    });
+    store_sections("redb", scale, |path| {
+        RedbStore::open(RedbOptions::new(path)).expect("redb opens")
+    });
+}
+
+/// A durable store as the benchmark needs it: a `Store` with committer statistics.
+trait Durable: Store {
+    fn stats(&self) -> StoreStats;
+}
+
+impl Durable for SledStore {
+    fn stats(&self) -> StoreStats {
+        SledStore::stats(self)
+    }
+}
+
+impl Durable for RedbStore {
+    fn stats(&self) -> StoreStats {
+        RedbStore::stats(self)
+    }
+}
+
+/// The durable runs and the parked instances on the store `open` opens on a data folder.
+fn store_sections<S: Durable>(
+    name: &str,
+    scale: impl Fn(usize) -> usize,
+    open: impl Fn(&Path) -> S,
+) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let n = scale(env_count("CICLO_BENCH_SLED_N", 50_000));
-    let store =
-        Arc::new(SledStore::open(SledOptions::new(dir.path().join("data"))).expect("sled opens"));
-    let sled_engine = Arc::new(engine(store.clone(), SCORE));
-    let (elapsed, latencies, ids) = concurrent_starts(&sled_engine, "score", n, 64, |_| input());
-    check(&sled_engine, &ids);
+    let variable = format!("CICLO_BENCH_{}_N", name.to_uppercase());
+    durable_commits(
+        name,
+        scale(env_count(&variable, 50_000)),
+        &dir.path().join("data"),
+        &open,
+    );
+    parked(
+        name,
+        scale(env_count("CICLO_BENCH_WAITING_N", 100_000)),
+        &dir.path().join("waiting"),
+        &open,
+    );
+}
+
+/// Durable on `name`, 64 concurrent starters sharing flushes, then one at a time.
+fn durable_commits<S: Durable>(name: &str, n: usize, path: &Path, open: &impl Fn(&Path) -> S) {
+    let store = Arc::new(open(path));
+    let durable = Arc::new(engine(store.clone(), SCORE));
+    let (elapsed, latencies, ids) = concurrent_starts(&durable, "score", n, 64, |_| input());
+    check(&durable, &ids);
     report(
-        "durable on sled, 64 concurrent starters",
+        &format!("durable on {name}, 64 concurrent starters"),
         n,
         elapsed,
         latencies,
     );
     let stats = store.stats();
     println!(
-        "  group commit: {} commits in {} flushes ({:.1} commits per flush); committer: apply {:.1} us per commit, flush {:.2} ms per flush",
+        "  {name} group commit: {} commits in {} flushes ({:.1} commits per flush); committer: apply {:.1} us per commit, flush {:.2} ms per flush",
         stats.commits,
         stats.flushes,
         stats.commits as f64 / stats.flushes.max(1) as f64,
@@ -218,21 +268,19 @@ fn main() {
         stats.flush_micros as f64 / 1000.0 / stats.flushes.max(1) as f64,
     );
     let (elapsed, latencies, _) =
-        concurrent_starts(&sled_engine, "score", n.min(2_000), 1, |_| input());
+        concurrent_starts(&durable, "score", n.min(2_000), 1, |_| input());
     report(
-        "durable on sled, one at a time",
+        &format!("durable on {name}, one at a time"),
         n.min(2_000),
         elapsed,
         latencies,
     );
-    drop(sled_engine);
-    drop(store);
+}
 
-    // 3. Instances waiting on a user task: bytes, memory, reopen.
-    let n = scale(env_count("CICLO_BENCH_WAITING_N", 100_000));
-    let path = dir.path().join("waiting");
+/// Instances waiting on a user task on `name`: bytes, memory, reopen.
+fn parked<S: Durable>(name: &str, n: usize, path: &Path, open: &impl Fn(&Path) -> S) {
     let rss_before = rss_bytes();
-    let store = Arc::new(SledStore::open(SledOptions::new(&path)).expect("sled opens"));
+    let store = Arc::new(open(path));
     let waiting = Arc::new(engine(store.clone(), WAITING));
     let (elapsed, _, ids) = concurrent_starts(&waiting, "waiting", n, 64, |i| {
         let mut vars = ciclo_engine::Vars::new();
@@ -244,33 +292,35 @@ fn main() {
     });
     println!(
         "{:<44} {n:>8} instances  {:>10.0} inst/s",
-        "parked on a user task (sled, 64 starters)",
+        format!("parked on a user task ({name}, 64 starters)"),
         n as f64 / elapsed.as_secs_f64()
     );
     let rss_after = rss_bytes();
     drop(waiting);
     drop(store);
-    // sled writes its log in segments; what is on disk after a clean close is the figure.
-    let bytes = dir_size(&path);
+    // What is on disk after a clean close is the figure (sled writes its log in segments,
+    // redb grows its file in regions).
+    let bytes = dir_size(path);
     println!(
-        "  store on disk: {:.1} MiB, {:.0} bytes per waiting instance",
+        "  {name} store on disk: {:.1} MiB, {:.0} bytes per waiting instance",
         bytes as f64 / 1048576.0,
         bytes as f64 / n as f64
     );
+    // Memory freed by an earlier section may stay with the process, so growth is relative.
     println!(
-        "  resident memory: {:.0} MiB after parking (grew {:.0} MiB)",
+        "  {name} resident memory: {:.0} MiB after parking (grew {:.0} MiB)",
         rss_after as f64 / 1048576.0,
         rss_after.saturating_sub(rss_before) as f64 / 1048576.0
     );
     let began = Instant::now();
-    let store = Arc::new(SledStore::open(SledOptions::new(&path)).expect("sled reopens"));
+    let store = Arc::new(open(path));
     let reopened = Engine::open(store.clone(), Arc::new(SystemClock), Catalog::standard())
         .expect("engine reopens");
     let first = reopened.instance(ids[0]).expect("loads").expect("exists");
     let reopen = began.elapsed();
     assert_eq!(first.0.status, InstanceStatus::Active);
     println!(
-        "  reopen (store + definitions + first instance read): {:.0} ms",
+        "  {name} reopen (store + definitions + first instance read): {:.0} ms",
         reopen.as_secs_f64() * 1e3
     );
     let open_tasks = store.tasks(usize::MAX).expect("tasks").len();

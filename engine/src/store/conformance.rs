@@ -1083,3 +1083,201 @@ pub fn concurrent_commits_all_visible(store: &dyn Store) {
         "concurrent messages get distinct increasing sequences"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Durable stores: checks that reopen the same data folder, given a function that opens it.
+
+/// Opens a durable store on a data folder (the same folder again on each call).
+pub type Open<'a> = &'a dyn Fn(&std::path::Path) -> super::Result<Box<dyn Store>>;
+
+/// Everything committed is there again after a reopen, and message sequences carry on after
+/// the highest ever given, even past deleted messages.
+pub fn reopening_keeps_everything(open: Open<'_>) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let open = || open(dir.path()).expect("open");
+    let record = instance(1, "quote", InstanceStatus::Active);
+    let store = open();
+    commit(&*store, instance_with_everything(record.clone()));
+    commit(
+        &*store,
+        vec![
+            Op::PutMessage(message("paid", "INV-1", "a")),
+            Op::PutMessageId {
+                id: "m-1".into(),
+                until: at(100),
+            },
+        ],
+    );
+    let snapshot = |store: &dyn Store| {
+        (
+            store.history(id(1)).unwrap(),
+            store.timers_of(id(1)).unwrap(),
+            store.jobs_of(id(1)).unwrap(),
+            store.tasks(10).unwrap(),
+            store.subscriptions("paid", "INV-1").unwrap(),
+            store.incidents().unwrap(),
+            store.messages("paid", "INV-1").unwrap(),
+        )
+    };
+    let before = snapshot(&*store);
+    assert_eq!(before.0.len(), 2);
+    drop(store);
+
+    let store = open();
+    assert_eq!(store.instance(id(1)).unwrap(), Some(record));
+    assert_eq!(snapshot(&*store), before);
+    assert!(store.message_id_seen("m-1", at(0)).unwrap());
+    assert_eq!(store.request_key("start:1").unwrap(), Some(id(1)));
+    assert_eq!(store.due_timers(at(1000), 10).unwrap(), before.1);
+
+    let last = before.6[0].seq;
+    commit(&*store, vec![Op::DeleteMessage { seq: last }]);
+    drop(store);
+    let store = open();
+    commit(&*store, vec![Op::PutMessage(message("paid", "INV-1", "b"))]);
+    let messages = store.messages("paid", "INV-1").unwrap();
+    assert_eq!(messages.len(), 1);
+    assert!(messages[0].seq > last);
+}
+
+/// A second open of a folder in use fails with `Locked` naming the folder; once the first
+/// store is closed, the folder opens again.
+pub fn a_folder_in_use_is_locked(open: Open<'_>) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let first = open(dir.path()).expect("first open");
+    match open(dir.path()) {
+        Err(super::StoreError::Locked(path)) => {
+            assert_eq!(path, dir.path().display().to_string());
+            let message = super::StoreError::Locked(path).to_string();
+            assert!(message.contains("in use by another process"), "{message}");
+        }
+        other => panic!("expected Locked, got {:?}", other.map(|_| "a store")),
+    }
+    drop(first);
+    open(dir.path()).expect("free again after close");
+}
+
+/// Set in a child process started by `acknowledged_commits_survive_sigkill`: the data
+/// folder the child writes to.
+const CRASH_CHILD: &str = "CICLO_STORE_CRASH_CHILD";
+const CHILD_THREADS: u128 = 4;
+
+fn crash_instance(thread: u128, n: u128) -> InstanceRecord {
+    let mut record = instance(0, "crash", InstanceStatus::Active);
+    record.id = id((thread << 64) | (n + 1));
+    record.state = vec![thread as u8; 300];
+    record
+}
+
+fn crash_batch(record: &InstanceRecord) -> Vec<Op> {
+    let i = record.id;
+    vec![
+        Op::PutInstance(record.clone()),
+        Op::AppendHistory(history(i, 1)),
+        Op::AppendHistory(history(i, 2)),
+        Op::PutTimer(timer(i, 1, at(60))),
+        Op::PutMessage(message("crash", &i.to_string(), "m")),
+    ]
+}
+
+/// The child's side: commit forever from several threads, printing each acknowledged
+/// commit, until the parent kills it.
+fn crash_child(store: &dyn Store) -> ! {
+    std::thread::scope(|scope| {
+        for thread in 0..CHILD_THREADS {
+            scope.spawn(move || {
+                for n in 0.. {
+                    let record = crash_instance(thread, n);
+                    commit(store, crash_batch(&record));
+                    println!("ack {thread} {n}");
+                }
+            });
+        }
+    });
+    unreachable!("the child commits until it is killed")
+}
+
+/// "Answered means durable": a real child process commits in a loop and is killed with
+/// SIGKILL; every commit it acknowledged must be there, whole, after a reopen, and every
+/// commit that made it at all must be whole.
+///
+/// `test` is the full name of the calling test: the test binary runs itself again as the
+/// child with that test alone, and the call then takes the child's side.
+pub fn acknowledged_commits_survive_sigkill(test: &str, open: Open<'_>) {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
+
+    if let Ok(path) = std::env::var(CRASH_CHILD) {
+        let store = open(std::path::Path::new(&path)).expect("child opens the store");
+        crash_child(&*store);
+    }
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD, dir.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().unwrap();
+    let (lines, acks) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut acknowledged = Vec::new();
+    while acknowledged.len() < 400 {
+        let line = match acks.recv_timeout(Duration::from_secs(60)) {
+            Ok(line) => line,
+            Err(error) => {
+                let _ = child.kill();
+                panic!(
+                    "the child stopped acknowledging after {} commits: {error}",
+                    acknowledged.len()
+                );
+            }
+        };
+        let mut words = line.split_whitespace();
+        if words.next() != Some("ack") {
+            continue;
+        }
+        let mut number = || words.next().and_then(|w| w.parse::<u128>().ok());
+        let (Some(thread), Some(n)) = (number(), number()) else {
+            panic!("bad line from the child: {line}");
+        };
+        acknowledged.push((thread, n));
+    }
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+
+    let store = open(dir.path()).expect("reopen after kill");
+    for &(thread, n) in &acknowledged {
+        let expected = crash_instance(thread, n);
+        assert_eq!(
+            store.instance(expected.id).unwrap().as_ref(),
+            Some(&expected),
+            "acknowledged commit {thread}/{n} lost"
+        );
+    }
+    // Every commit that is there at all is there whole, acknowledged or not.
+    let present = all(&*store);
+    assert!(present.len() >= acknowledged.len());
+    for record in &present {
+        let i = record.id;
+        assert_eq!(store.history(i).unwrap().len(), 2, "history of {i}");
+        assert_eq!(store.timers_of(i).unwrap().len(), 1, "timer of {i}");
+        assert_eq!(
+            store.messages("crash", &i.to_string()).unwrap().len(),
+            1,
+            "message of {i}"
+        );
+    }
+    assert_eq!(
+        store.due_timers(at(60), 100_000).unwrap().len(),
+        present.len()
+    );
+}

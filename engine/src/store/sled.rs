@@ -26,7 +26,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::ops::Bound;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock, RwLockReadGuard, mpsc};
 use std::thread::JoinHandle;
 
@@ -34,10 +34,14 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::codec::Stored;
+use super::keys::{
+    Key, decode, decode_history, encode, encode_history, io, read_time, read_u64, show, time_bytes,
+    topic,
+};
 use super::{
-    Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, SubscriptionRecord,
-    TaskRecord, TimerRecord,
+    Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
+    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
+    SubscriptionRecord, TaskRecord, TimerRecord,
 };
 
 /// The first byte of every key: what kind of record follows. Lower case keys hold records or
@@ -110,27 +114,6 @@ impl SledOptions {
     }
 }
 
-/// What the committer has done since the store was opened.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StoreStats {
-    /// Non-empty batches committed.
-    pub commits: u64,
-    /// Group flushes (one `flush` plus one `sync_data` each).
-    pub flushes: u64,
-    /// Time spent applying batches to the tree, in microseconds.
-    pub apply_micros: u64,
-    /// Time spent making groups durable (flush and sync), in microseconds.
-    pub flush_micros: u64,
-}
-
-#[derive(Debug, Default)]
-struct Counters {
-    commits: AtomicU64,
-    flushes: AtomicU64,
-    apply_micros: AtomicU64,
-    flush_micros: AtomicU64,
-}
-
 /// A request to the committer, with where to send the answer.
 enum Request {
     Commit(Batch, mpsc::SyncSender<Result<usize>>),
@@ -154,10 +137,6 @@ impl std::fmt::Debug for SledStore {
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-fn io(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(error.to_string())
 }
 
 fn from_sled(error: sled::Error) -> StoreError {
@@ -224,12 +203,7 @@ impl SledStore {
 
     /// Commits and group flushes so far.
     pub fn stats(&self) -> StoreStats {
-        StoreStats {
-            commits: self.counters.commits.load(Ordering::Relaxed),
-            flushes: self.counters.flushes.load(Ordering::Relaxed),
-            apply_micros: self.counters.apply_micros.load(Ordering::Relaxed),
-            flush_micros: self.counters.flush_micros.load(Ordering::Relaxed),
-        }
+        self.counters.stats()
     }
 
     /// Stops the committer after it answered every pending request and made them durable,
@@ -357,94 +331,6 @@ fn next_message_seq(db: &sled::Db) -> Result<u64> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding
-
-/// Builds an order-preserving key: fixed-width big-endian numbers, and strings escaped and
-/// terminated so that no string's encoding is a prefix of another's (`0x00` becomes
-/// `0x00 0xFF`, the end is `0x00 0x01`), which also keeps string order.
-struct Key(Vec<u8>);
-
-impl Key {
-    fn new(kind: u8) -> Self {
-        let mut bytes = Vec::with_capacity(40);
-        bytes.push(kind);
-        Key(bytes)
-    }
-    fn id(mut self, id: Uuid) -> Self {
-        self.0.extend_from_slice(id.as_bytes());
-        self
-    }
-    fn u64(mut self, n: u64) -> Self {
-        self.0.extend_from_slice(&n.to_be_bytes());
-        self
-    }
-    fn u32(mut self, n: u32) -> Self {
-        self.0.extend_from_slice(&n.to_be_bytes());
-        self
-    }
-    fn str(mut self, s: &str) -> Self {
-        for &byte in s.as_bytes() {
-            self.0.push(byte);
-            if byte == 0 {
-                self.0.push(0xFF);
-            }
-        }
-        self.0.extend_from_slice(&[0, 1]);
-        self
-    }
-    fn raw(mut self, bytes: &[u8]) -> Self {
-        self.0.extend_from_slice(bytes);
-        self
-    }
-    fn into_bytes(self) -> Vec<u8> {
-        self.0
-    }
-}
-
-/// A name and key as they appear inside subscription and message keys.
-fn topic(name: &str, key: &str) -> Vec<u8> {
-    Key(Vec::new()).str(name).str(key).into_bytes()
-}
-
-/// An instant as 16 bytes that sort like the instant: nanoseconds since the epoch, sign bit
-/// flipped so earlier (even negative) instants sort first.
-fn time_bytes(at: Timestamp) -> [u8; 16] {
-    ((at.as_nanosecond() as u128) ^ (1 << 127)).to_be_bytes()
-}
-
-fn read_time(bytes: &[u8], what: &str) -> Result<Timestamp> {
-    let raw: [u8; 16] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what}: {} bytes, not 16", bytes.len())))?;
-    let nanos = (u128::from_be_bytes(raw) ^ (1 << 127)) as i128;
-    Timestamp::from_nanosecond(nanos)
-        .map_err(|e| StoreError::Corrupt(format!("{what}: not an instant: {e}")))
-}
-
-fn read_u64(bytes: &[u8], what: &str) -> Result<u64> {
-    let raw: [u8; 8] = bytes
-        .try_into()
-        .map_err(|_| StoreError::Corrupt(format!("{what}: {} bytes, not 8", bytes.len())))?;
-    Ok(u64::from_be_bytes(raw))
-}
-
-fn encode<T: Stored>(what: &str, record: &T) -> Result<Vec<u8>> {
-    record
-        .to_bytes()
-        .map_err(|e| io(format!("cannot encode {what}: {e}")))
-}
-
-fn decode<T: Stored>(what: &str, key: &[u8], bytes: &[u8]) -> Result<T> {
-    T::from_bytes(bytes)
-        .map_err(|e| StoreError::Corrupt(format!("{what} at key {}: {e}", show(key))))
-}
-
-/// A key as readable text for error messages.
-fn show(key: &[u8]) -> String {
-    key.escape_ascii().to_string()
-}
-
-// ---------------------------------------------------------------------------------------------
 // The committer
 
 struct Committer {
@@ -539,13 +425,7 @@ impl Committer {
             lines.sort_by_key(|h| h.seq);
             let first = lines.first().map(|h| h.seq).unwrap_or_default();
             let key = Key::new(kind::HISTORY).id(instance).u64(first);
-            let mut value = Vec::new();
-            for line in &lines {
-                let bytes = encode("history line", line)?;
-                value.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-                value.extend_from_slice(&bytes);
-            }
-            writes.put(key.into_bytes(), value);
+            writes.put(key.into_bytes(), encode_history(&lines)?);
         }
         if self.next_message_seq != seq_before {
             writes.put(
@@ -649,10 +529,7 @@ impl Committer {
             Op::AppendHistory(h) => {
                 // Normally grouped by `commit`; a single line is a group of one.
                 let key = Key::new(kind::HISTORY).id(h.instance).u64(h.seq);
-                let bytes = encode("history line", &h)?;
-                let mut value = (bytes.len() as u32).to_be_bytes().to_vec();
-                value.extend_from_slice(&bytes);
-                w.put(key.into_bytes(), value);
+                w.put(key.into_bytes(), encode_history(&[h])?);
             }
             Op::PutRequestKey { key, instance } => {
                 let key = Key::new(kind::REQUEST_KEY).raw(key.as_bytes()).into_bytes();
@@ -919,19 +796,7 @@ impl Store for SledStore {
             .scan_prefix(Key::new(kind::HISTORY).id(instance).into_bytes())
         {
             let (key, value) = entry.map_err(from_sled)?;
-            // A group of lines: each a big-endian u32 length, then the encoded line.
-            let mut rest: &[u8] = &value;
-            while !rest.is_empty() {
-                let corrupt =
-                    || StoreError::Corrupt(format!("history lines at key {}", show(&key)));
-                let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
-                let len = u32::from_be_bytes(*len) as usize;
-                if tail.len() < len {
-                    return Err(corrupt());
-                }
-                lines.push(decode("history line", &key, &tail[..len])?);
-                rest = &tail[len..];
-            }
+            decode_history(&key, &value, &mut lines)?;
         }
         // Groups are keyed by their first line; lines of different groups could interleave
         // only if a caller numbered them so, and the order is by number all the same.
@@ -987,10 +852,6 @@ impl SledStore {
 
 #[cfg(test)]
 mod tests {
-    use std::io::BufRead;
-    use std::process::{Command, Stdio};
-    use std::time::Duration;
-
     use super::*;
     use crate::store::InstanceStatus;
     use crate::store::conformance::{self, Fixture, at, commit, conformance_tests, id};
@@ -1006,66 +867,13 @@ mod tests {
 
     conformance_tests!(sled);
 
+    fn open(path: &std::path::Path) -> Result<Box<dyn Store>> {
+        Ok(Box::new(SledStore::open(SledOptions::new(path))?))
+    }
+
     #[test]
     fn reopening_keeps_everything() {
-        let dir = tempfile::tempdir().unwrap();
-        let open = || SledStore::open(SledOptions::new(dir.path())).expect("open");
-        let record = conformance::instance(1, "quote", InstanceStatus::Active);
-        let store = open();
-        commit(
-            &store,
-            conformance::instance_with_everything(record.clone()),
-        );
-        commit(
-            &store,
-            vec![
-                Op::PutMessage(conformance::message("paid", "INV-1", "a")),
-                Op::PutMessageId {
-                    id: "m-1".into(),
-                    until: at(100),
-                },
-            ],
-        );
-        let before = (
-            store.history(id(1)).unwrap(),
-            store.timers_of(id(1)).unwrap(),
-            store.jobs_of(id(1)).unwrap(),
-            store.tasks(10).unwrap(),
-            store.subscriptions("paid", "INV-1").unwrap(),
-            store.incidents().unwrap(),
-            store.messages("paid", "INV-1").unwrap(),
-        );
-        assert_eq!(before.0.len(), 2);
-        drop(store);
-
-        let store = open();
-        assert_eq!(store.instance(id(1)).unwrap(), Some(record));
-        let after = (
-            store.history(id(1)).unwrap(),
-            store.timers_of(id(1)).unwrap(),
-            store.jobs_of(id(1)).unwrap(),
-            store.tasks(10).unwrap(),
-            store.subscriptions("paid", "INV-1").unwrap(),
-            store.incidents().unwrap(),
-            store.messages("paid", "INV-1").unwrap(),
-        );
-        assert_eq!(after, before);
-        assert!(store.message_id_seen("m-1", at(0)).unwrap());
-        assert_eq!(store.request_key("start:1").unwrap(), Some(id(1)));
-        assert_eq!(store.due_timers(at(1000), 10).unwrap(), before.1);
-
-        // Sequences carry on after a reopen, even past deleted messages.
-        let last = before.6[0].seq;
-        commit(&store, vec![Op::DeleteMessage { seq: last }]);
-        store.close().unwrap();
-        let store = open();
-        commit(
-            &store,
-            vec![Op::PutMessage(conformance::message("paid", "INV-1", "b"))],
-        );
-        let messages = store.messages("paid", "INV-1").unwrap();
-        assert_eq!(messages.len(), 1);
-        assert!(messages[0].seq > last);
+        conformance::reopening_keeps_everything(&open);
     }
 
     #[test]
@@ -1102,18 +910,7 @@ mod tests {
 
     #[test]
     fn a_folder_in_use_is_locked() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = SledStore::open(SledOptions::new(dir.path())).unwrap();
-        match SledStore::open(SledOptions::new(dir.path())) {
-            Err(StoreError::Locked(path)) => {
-                assert_eq!(path, dir.path().display().to_string());
-                let message = StoreError::Locked(path).to_string();
-                assert!(message.contains("in use by another process"), "{message}");
-            }
-            other => panic!("expected Locked, got {other:?}"),
-        }
-        first.close().unwrap();
-        SledStore::open(SledOptions::new(dir.path())).expect("free again after close");
+        conformance::a_folder_in_use_is_locked(&open);
     }
 
     #[test]
@@ -1164,128 +961,11 @@ mod tests {
         corrupt(store.remove_finished(at(10)).map(drop), "instance");
     }
 
-    /// Set in a child process started by `acknowledged_commits_survive_sigkill`: the data
-    /// folder the child writes to.
-    const CRASH_CHILD: &str = "CICLO_STORE_CRASH_CHILD";
-    const CHILD_THREADS: u128 = 4;
-
-    fn crash_instance(thread: u128, n: u128) -> InstanceRecord {
-        let mut record = conformance::instance(0, "crash", InstanceStatus::Active);
-        record.id = id((thread << 64) | (n + 1));
-        record.state = vec![thread as u8; 300];
-        record
-    }
-
-    fn crash_batch(record: &InstanceRecord) -> Vec<Op> {
-        let i = record.id;
-        vec![
-            Op::PutInstance(record.clone()),
-            Op::AppendHistory(conformance::history(i, 1)),
-            Op::AppendHistory(conformance::history(i, 2)),
-            Op::PutTimer(conformance::timer(i, 1, at(60))),
-            Op::PutMessage(conformance::message("crash", &i.to_string(), "m")),
-        ]
-    }
-
-    /// The child's side: commit forever from several threads, printing each acknowledged
-    /// commit, until the parent kills it.
-    fn crash_child(path: &str) -> ! {
-        let store = SledStore::open(SledOptions::new(path)).expect("child opens the store");
-        std::thread::scope(|scope| {
-            for thread in 0..CHILD_THREADS {
-                let store = &store;
-                scope.spawn(move || {
-                    for n in 0.. {
-                        let record = crash_instance(thread, n);
-                        commit(store, crash_batch(&record));
-                        println!("ack {thread} {n}");
-                    }
-                });
-            }
-        });
-        unreachable!("the child commits until it is killed")
-    }
-
-    /// "Answered means durable": a real child process commits in a loop and is killed with
-    /// SIGKILL; every commit it acknowledged must be there, whole, after a reopen, and every
-    /// commit that made it at all must be whole.
     #[test]
     fn acknowledged_commits_survive_sigkill() {
-        if let Ok(path) = std::env::var(CRASH_CHILD) {
-            crash_child(&path);
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "store::sled::tests::acknowledged_commits_survive_sigkill",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CRASH_CHILD, dir.path())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().unwrap();
-        let (lines, acks) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut acknowledged = Vec::new();
-        while acknowledged.len() < 400 {
-            let line = match acks.recv_timeout(Duration::from_secs(60)) {
-                Ok(line) => line,
-                Err(error) => {
-                    let _ = child.kill();
-                    panic!(
-                        "the child stopped acknowledging after {} commits: {error}",
-                        acknowledged.len()
-                    );
-                }
-            };
-            let mut words = line.split_whitespace();
-            if words.next() != Some("ack") {
-                continue;
-            }
-            let mut number = || words.next().and_then(|w| w.parse::<u128>().ok());
-            let (Some(thread), Some(n)) = (number(), number()) else {
-                panic!("bad line from the child: {line}");
-            };
-            acknowledged.push((thread, n));
-        }
-        child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
-
-        let store = SledStore::open(SledOptions::new(dir.path())).expect("reopen after kill");
-        for &(thread, n) in &acknowledged {
-            let expected = crash_instance(thread, n);
-            assert_eq!(
-                store.instance(expected.id).unwrap().as_ref(),
-                Some(&expected),
-                "acknowledged commit {thread}/{n} lost"
-            );
-        }
-        // Every commit that is there at all is there whole, acknowledged or not.
-        let present = store.instances(&InstanceFilter::default()).unwrap();
-        assert!(present.len() >= acknowledged.len());
-        for record in &present {
-            let i = record.id;
-            assert_eq!(store.history(i).unwrap().len(), 2, "history of {i}");
-            assert_eq!(store.timers_of(i).unwrap().len(), 1, "timer of {i}");
-            assert_eq!(
-                store.messages("crash", &i.to_string()).unwrap().len(),
-                1,
-                "message of {i}"
-            );
-        }
-        assert_eq!(
-            store.due_timers(at(60), 100_000).unwrap().len(),
-            present.len()
+        conformance::acknowledged_commits_survive_sigkill(
+            "store::sled::tests::acknowledged_commits_survive_sigkill",
+            &open,
         );
     }
 }
