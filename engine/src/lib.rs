@@ -4,6 +4,7 @@
 
 pub mod decision;
 pub mod diagnostics;
+pub mod diagram;
 pub mod expr;
 pub mod machine;
 pub mod model;
