@@ -897,3 +897,55 @@ fn overdue_cycle_fires_once_after_downtime() {
         "{next}"
     );
 }
+
+#[test]
+fn tasks_are_offered_to_groups_claimed_once_and_reassigned() {
+    let h = Harness::new(&[r#"
+process: offer
+start: ask
+steps:
+  ask:
+    task: Decide
+    candidates: [sales-managers]
+"#]);
+    let id = h.start("offer", serde_json::json!({}));
+    let managers = vec!["sales-managers".to_string()];
+    assert_eq!(
+        h.engine
+            .tasks_for("ann", &managers, false, 10)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        h.engine
+            .tasks_for("bob", &[], false, 10)
+            .unwrap()
+            .is_empty()
+    );
+    let task = h.tasks(id)[0].task;
+    h.engine
+        .assign_task(id, task, Some("ann"), "ann", true)
+        .unwrap();
+    let taken = h.engine.assign_task(id, task, Some("carl"), "carl", true);
+    assert!(matches!(taken, Err(EngineError::TaskTaken { ref assignee, .. }) if assignee == "ann"));
+    // Claimed: no longer offered to the rest of the group.
+    assert!(
+        h.engine
+            .tasks_for("carl", &managers, false, 10)
+            .unwrap()
+            .is_empty()
+    );
+    h.engine
+        .assign_task(id, task, Some("bob"), "admin", false)
+        .unwrap();
+    assert_eq!(h.engine.tasks_for("bob", &[], false, 10).unwrap().len(), 1);
+    assert!(
+        h.history(id)
+            .contains(&"task assigned ask by admin".to_string())
+    );
+    assert!(
+        h.history(id)
+            .contains(&"task claimed ask by ann".to_string())
+    );
+}

@@ -48,6 +48,12 @@ pub enum EngineError {
     UnknownInstance(InstanceId),
     #[error("instance {instance} has no open task {task}")]
     UnknownTask { instance: InstanceId, task: u64 },
+    #[error("task {task} of instance {instance} is already claimed by {assignee}")]
+    TaskTaken {
+        instance: InstanceId,
+        task: u64,
+        assignee: String,
+    },
     #[error("instance {instance} has no open incident {incident}")]
     UnknownIncident { instance: InstanceId, incident: u64 },
     #[error(
@@ -521,6 +527,100 @@ impl Engine {
                 Applied::Ignored(_) => Err(EngineError::UnknownTask { instance, task }),
             }
         })
+    }
+
+    /// Gives an open task to `assignee` (`None`: back to its candidate groups), as `actor`.
+    /// With `only_if_free`, refuses when someone else holds it (a claim); otherwise it is a
+    /// reassignment. The change is written to the instance's history.
+    pub fn assign_task(
+        &self,
+        instance: InstanceId,
+        task: u64,
+        assignee: Option<&str>,
+        actor: &str,
+        only_if_free: bool,
+    ) -> Result<TaskRecord> {
+        self.transact(Some(instance), |tx| {
+            let Some(mut record) = tx.engine.store.task(instance, task)? else {
+                return Err(EngineError::UnknownTask { instance, task });
+            };
+            if only_if_free
+                && let Some(holder) = &record.assignee
+                && Some(holder.as_str()) != assignee
+            {
+                return Err(EngineError::TaskTaken {
+                    instance,
+                    task,
+                    assignee: holder.clone(),
+                });
+            }
+            record.assignee = assignee.map(str::to_string);
+            let Some(loaded) = tx.load(instance)? else {
+                return Err(EngineError::UnknownInstance(instance));
+            };
+            loaded.state.history_len += 1;
+            loaded.changed = true;
+            let seq = loaded.state.history_len;
+            let what = if only_if_free {
+                "task claimed"
+            } else {
+                "task assigned"
+            };
+            tx.batch.push(Op::AppendHistory(HistoryRecord {
+                instance,
+                seq,
+                at: tx.now,
+                actor: actor.to_string(),
+                what: what.into(),
+                step: Some(record.step.clone()),
+                detail: assignee
+                    .map(|a| format!("to {a}"))
+                    .unwrap_or_else(|| "to its groups".into()),
+            }));
+            tx.batch.push(Op::PutTask(record.clone()));
+            Ok(record)
+        })
+    }
+
+    /// The open tasks a person may see: assigned to them, or unassigned and offered to one of
+    /// their groups. `everyone` (admins, operators) sees all. Oldest first, at most `limit`.
+    pub fn tasks_for(
+        &self,
+        user: &str,
+        groups: &[String],
+        everyone: bool,
+        limit: usize,
+    ) -> Result<Vec<TaskRecord>> {
+        let mut out = Vec::new();
+        for task in self.store.tasks(usize::MAX)? {
+            let mine = match &task.assignee {
+                Some(a) => a == user,
+                None => task.candidates.iter().any(|c| groups.contains(c)),
+            };
+            if everyone || mine {
+                out.push(task);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The user task definition behind an open task (its form, for checking values and for
+    /// showing the form).
+    pub fn task_step(
+        &self,
+        task: &TaskRecord,
+    ) -> Result<Option<(Arc<Definition>, crate::model::StepId)>> {
+        let Some(record) = self.store.instance(task.instance)? else {
+            return Ok(None);
+        };
+        let Some(def) = self.definition_version(&record.process, record.version) else {
+            return Ok(None);
+        };
+        let id = def.index.get(&task.step).copied();
+        Ok(id.map(|id| (def, id)))
     }
 
     /// Cancels an instance.
