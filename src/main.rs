@@ -45,6 +45,17 @@ enum Command {
     },
     /// Print the JSON Schema of the process file format, for editors.
     Schema,
+    /// Draw a process: BPMN-style SVG (default) or Graphviz DOT, from a file.
+    Graph {
+        /// The process file (.yaml); decision tables in other files of its folder are found.
+        file: PathBuf,
+        /// `svg` or `dot`.
+        #[arg(long, default_value = "svg")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,11 @@ fn main() -> ExitCode {
             from,
             count,
         } => schedule(&expr, &tz, from.as_deref(), count),
+        Command::Graph {
+            file,
+            format,
+            output,
+        } => graph(&file, &format, output.as_deref()),
         Command::Schema => {
             let schema = ciclo_engine::parse::json_schema();
             match serde_json::to_string_pretty(&schema) {
@@ -116,6 +132,46 @@ fn schedule(expr: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode 
                 );
             }
             ExitCode::from(1)
+        }
+    }
+}
+
+fn graph(file: &Path, format: &str, output: Option<&Path>) -> ExitCode {
+    if format != "svg" && format != "dot" {
+        eprintln!("ciclo: unknown format `{format}`: use `svg` or `dot`");
+        return ExitCode::from(1);
+    }
+    let text = match read(file) {
+        Ok(t) => t,
+        Err(e) => return fail(2, &e),
+    };
+    let def = match validate::load_with_folder(file, &text) {
+        Ok(def) => def,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{} problem(s): fix them to draw the process",
+                problems.len()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let drawing = if format == "dot" {
+        ciclo_engine::diagram::dot(&def)
+    } else {
+        ciclo_engine::diagram::svg(&def, None)
+    };
+    match output {
+        Some(path) => match std::fs::write(path, drawing) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, &anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        },
+        None => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(drawing.as_bytes());
+            ExitCode::SUCCESS
         }
     }
 }
