@@ -2,6 +2,7 @@
 //! and the runtime that drives instances. It does no network I/O: connectors come in through
 //! the `Connector` trait.
 
+pub mod auth;
 pub mod decision;
 pub mod diagnostics;
 pub mod diagram;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
+use crate::auth::{self, hash_secret};
 use crate::diagnostics::Problem;
 use crate::machine::{
     self, Applied, ChildOutcome, Command, Event, InstanceState, MachineError, ParentLink,
@@ -28,8 +29,8 @@ use crate::model::{Definition, StartTrigger};
 use crate::parse::{self, Catalog};
 use crate::store::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceId, InstanceRecord,
-    InstanceStatus, JobRecord, MessageRecord, Op, Store, StoreError, SubscriptionRecord,
-    TaskRecord, TimerRecord,
+    InstanceStatus, JobRecord, MessageRecord, Op, Role, Store, StoreError, SubscriptionRecord,
+    TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -68,6 +69,11 @@ pub enum EngineError {
     Store(#[from] StoreError),
     #[error("stored state of instance {0} cannot be read: {1}")]
     Corrupt(InstanceId, String),
+    #[error("bad user: {0}")]
+    BadUser(String),
+    /// The operating system could not give random bytes for a token's secret.
+    #[error("the operating system's random source failed: {0}")]
+    Random(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -1030,6 +1036,96 @@ impl Engine {
     /// Removes finished instances that ended more than `retention` ago. Returns how many.
     pub fn remove_finished(&self, retention: SignedDuration) -> Result<usize> {
         Ok(self.store.remove_finished(self.clock.now() - retention)?)
+    }
+
+    // ----- users and API tokens ---------------------------------------------------------
+
+    /// Creates a token for `role`, acting for `user` (who must exist) if given, and returns
+    /// its secret. The secret is shown this once: the store keeps only its hash.
+    pub fn create_token(
+        &self,
+        role: Role,
+        user: Option<&str>,
+        label: Option<&str>,
+    ) -> Result<String> {
+        let _accounts = lock(&auth::ACCOUNTS);
+        if let Some(name) = user
+            && self.store.user(name)?.is_none()
+        {
+            return Err(EngineError::BadUser(format!(
+                "no user {name:?}: a token can act only for an existing user"
+            )));
+        }
+        let secret = auth::new_secret().map_err(|e| EngineError::Random(e.to_string()))?;
+        let token = TokenRecord {
+            hash: hash_secret(&secret),
+            role,
+            user: user.map(str::to_string),
+            label: label.map(str::to_string),
+            created_at: self.clock.now(),
+        };
+        self.store.commit(Batch {
+            ops: vec![Op::PutToken(token)],
+        })?;
+        Ok(secret)
+    }
+
+    /// The token a presented secret belongs to, if any. The lookup is by the secret's hash,
+    /// so no comparison of secrets can leak timing.
+    pub fn authenticate(&self, secret: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.store.token(&hash_secret(secret))?)
+    }
+
+    /// Deletes the token with this hash. Returns whether there was one.
+    pub fn revoke_token(&self, hash: &str) -> Result<bool> {
+        let _accounts = lock(&auth::ACCOUNTS);
+        if self.store.token(hash)?.is_none() {
+            return Ok(false);
+        }
+        self.store.commit(Batch {
+            ops: vec![Op::DeleteToken { hash: hash.into() }],
+        })?;
+        Ok(true)
+    }
+
+    /// Creates or replaces a user, after checking its name and its groups' names.
+    pub fn put_user(&self, user: UserRecord) -> Result<()> {
+        auth::check_name("user name", &user.name).map_err(EngineError::BadUser)?;
+        for group in &user.groups {
+            auth::check_name("group name", group)
+                .map_err(|e| EngineError::BadUser(format!("user {:?}: {e}", user.name)))?;
+        }
+        self.store.commit(Batch {
+            ops: vec![Op::PutUser(user)],
+        })?;
+        Ok(())
+    }
+
+    pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        Ok(self.store.user(name)?)
+    }
+
+    /// Every user, by name.
+    pub fn users(&self) -> Result<Vec<UserRecord>> {
+        Ok(self.store.users()?)
+    }
+
+    /// Deletes a user and, in the same write, every token acting for them: a user created
+    /// later under the same name must not inherit them. Returns whether there was a user.
+    pub fn delete_user(&self, name: &str) -> Result<bool> {
+        let _accounts = lock(&auth::ACCOUNTS);
+        if self.store.user(name)?.is_none() {
+            return Ok(false);
+        }
+        let mut batch = Batch::default();
+        batch.push(Op::DeleteUser { name: name.into() });
+        for token in self.store.tokens()? {
+            if token.user.as_deref() == Some(name) {
+                batch.push(Op::DeleteToken { hash: token.hash });
+            }
+        }
+        self.store.commit(batch)?;
+        Ok(true)
     }
 
     // ----- transactions -----------------------------------------------------------------

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::{
     DefinitionRecord, HistoryRecord, IncidentRecord, InstanceRecord, InstanceStatus, JobRecord,
-    MessageRecord, SubscriptionRecord, TaskRecord, TimerRecord,
+    MessageRecord, Role, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -57,6 +57,8 @@ stored! {
     MessageRecord => MessageDef,
     IncidentRecord => IncidentDef,
     HistoryRecord => HistoryDef,
+    UserRecord => UserDef,
+    TokenRecord => TokenDef,
 }
 
 /// An instant as `(seconds, nanoseconds)` since the Unix epoch.
@@ -102,6 +104,20 @@ mod decimal {
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
         let (mantissa, scale) = <(i128, u32)>::deserialize(d)?;
         Decimal::try_from_i128_with_scale(mantissa, scale).map_err(D::Error::custom)
+    }
+}
+
+/// A role by its name, not by its place in the enum: reordering or adding roles then cannot
+/// silently turn a stored `operator` into an `admin`.
+mod role {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(role: &Role, s: S) -> Result<S::Ok, S::Error> {
+        role.as_str().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Role, D::Error> {
+        String::deserialize(d)?.parse().map_err(D::Error::custom)
     }
 }
 
@@ -280,10 +296,34 @@ struct HistoryDef {
     detail: String,
 }
 
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "UserRecord")]
+struct UserDef {
+    name: String,
+    display_name: Option<String>,
+    email: Option<String>,
+    groups: Vec<String>,
+    password_hash: Option<String>,
+    #[serde(with = "instant")]
+    created_at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "TokenRecord")]
+struct TokenDef {
+    hash: String,
+    #[serde(with = "role")]
+    role: Role,
+    user: Option<String>,
+    label: Option<String>,
+    #[serde(with = "instant")]
+    created_at: Timestamp,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::conformance::{at, history, id, job, vars};
+    use crate::store::conformance::{at, history, id, job, token, vars};
 
     #[test]
     fn values_round_trip_compactly() {
@@ -297,6 +337,22 @@ mod tests {
         assert_eq!(HistoryRecord::from_bytes(&bytes).unwrap(), line);
         // uuid 17 + seq 1 + instant 6 + strings: far below the JSON-ish string forms.
         assert!(bytes.len() < 60, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn roles_are_stored_by_name() {
+        for role in Role::ALL {
+            let record = token("ab", role, at(1));
+            let bytes = record.to_bytes().unwrap();
+            assert_eq!(TokenRecord::from_bytes(&bytes).unwrap(), record);
+            let name = role.as_str().as_bytes();
+            assert!(bytes.windows(name.len()).any(|w| w == name), "{role}");
+        }
+        // A role name no longer known is an error, not some other role.
+        let mut bytes = token("ab", Role::User, at(1)).to_bytes().unwrap();
+        let at_name = bytes.windows(4).position(|w| w == b"user").unwrap();
+        bytes[at_name..at_name + 4].copy_from_slice(b"root");
+        assert!(TokenRecord::from_bytes(&bytes).is_err());
     }
 
     #[test]

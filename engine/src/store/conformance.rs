@@ -1,6 +1,6 @@
 //! The conformance suite every store passes: round trips of each record, atomic batches,
 //! deletes, the orders the trait promises, message buffering and ids, request keys, bulk
-//! removal of finished instances and concurrent commits.
+//! removal of finished instances, users and API tokens, and concurrent commits.
 //!
 //! Each check is a function of `&dyn Store` so a new store runs the same suite by calling
 //! `conformance_tests!` with a function that builds an empty store (see the bottom of
@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, InstanceStatus, JobRecord, MessageRecord, Op, Store, SubscriptionRecord,
-    TaskRecord, TimerRecord,
+    InstanceRecord, InstanceStatus, JobRecord, MessageRecord, Op, Role, Store, SubscriptionRecord,
+    TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -41,6 +41,8 @@ macro_rules! conformance_tests {
             incidents_round_trip_and_delete,
             history_in_sequence_order,
             request_keys,
+            users_round_trip_replace_and_delete,
+            tokens_round_trip_order_and_delete,
             batch_effects_all_visible_and_ordered,
             remove_finished_removes_exactly_the_old_finished,
             concurrent_commits_all_visible,
@@ -188,6 +190,27 @@ pub fn history(instance: InstanceId, seq: u64) -> HistoryRecord {
         what: "step-entered".into(),
         step: Some(format!("step-{seq}")),
         detail: String::new(),
+    }
+}
+
+pub fn user(name: &str) -> UserRecord {
+    UserRecord {
+        name: name.into(),
+        display_name: Some(format!("{name} Rossi")),
+        email: Some(format!("{name}@example.com")),
+        groups: vec!["sales".into(), "managers".into()],
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()),
+        created_at: at(7),
+    }
+}
+
+pub fn token(hash: &str, role: Role, created_at: Timestamp) -> TokenRecord {
+    TokenRecord {
+        hash: hash.into(),
+        role,
+        user: Some("anna".into()),
+        label: Some(format!("{role} token")),
+        created_at,
     }
 }
 
@@ -834,6 +857,106 @@ pub fn request_keys(store: &dyn Store) {
     assert_eq!(store.request_key("start:quote:Q-").unwrap(), None);
 }
 
+pub fn users_round_trip_replace_and_delete(store: &dyn Store) {
+    assert_eq!(store.users().unwrap(), vec![]);
+    let mut bare = user("bruno");
+    bare.display_name = None;
+    bare.email = None;
+    bare.groups = vec![];
+    bare.password_hash = None;
+    // Prefix-sharing names check the key encoding keeps `anna` and `anna.b` apart.
+    commit(
+        store,
+        vec![
+            Op::PutUser(user("anna.b")),
+            Op::PutUser(bare.clone()),
+            Op::PutUser(user("anna")),
+        ],
+    );
+    assert_eq!(store.user("anna").unwrap(), Some(user("anna")));
+    assert_eq!(store.user("bruno").unwrap(), Some(bare));
+    assert_eq!(store.user("ann").unwrap(), None);
+    let names =
+        |users: Vec<UserRecord>| -> Vec<String> { users.into_iter().map(|u| u.name).collect() };
+    assert_eq!(
+        names(store.users().unwrap()),
+        vec!["anna", "anna.b", "bruno"]
+    );
+
+    // Replacing keeps one user; the groups are the new ones, in the given order.
+    let mut moved = user("anna");
+    moved.groups = vec!["support".into(), "admins".into()];
+    commit(store, vec![Op::PutUser(moved.clone())]);
+    assert_eq!(store.user("anna").unwrap(), Some(moved));
+    assert_eq!(store.users().unwrap().len(), 3);
+
+    commit(
+        store,
+        vec![
+            Op::DeleteUser {
+                name: "anna".into(),
+            },
+            // Deleting what is not there is not an error.
+            Op::DeleteUser {
+                name: "nobody".into(),
+            },
+        ],
+    );
+    assert_eq!(store.user("anna").unwrap(), None);
+    assert_eq!(names(store.users().unwrap()), vec!["anna.b", "bruno"]);
+}
+
+pub fn tokens_round_trip_order_and_delete(store: &dyn Store) {
+    assert_eq!(store.tokens().unwrap(), vec![]);
+    let mut service = token("c3", Role::Operator, at(10));
+    service.user = None;
+    service.label = None;
+    commit(
+        store,
+        vec![
+            Op::PutToken(token("b2", Role::Admin, at(30))),
+            Op::PutToken(service.clone()),
+            Op::PutToken(token("a1", Role::User, at(20))),
+            // Same instant as `c3`: ties go by hash.
+            Op::PutToken(token("d4", Role::Analyst, at(10))),
+        ],
+    );
+    assert_eq!(store.token("c3").unwrap(), Some(service));
+    assert_eq!(
+        store.token("a1").unwrap(),
+        Some(token("a1", Role::User, at(20)))
+    );
+    assert_eq!(store.token("a").unwrap(), None);
+    let hashes =
+        |tokens: Vec<TokenRecord>| -> Vec<String> { tokens.into_iter().map(|t| t.hash).collect() };
+    assert_eq!(
+        hashes(store.tokens().unwrap()),
+        vec!["c3", "d4", "a1", "b2"],
+        "by creation, then hash"
+    );
+    let roles: Vec<Role> = store.tokens().unwrap().iter().map(|t| t.role).collect();
+    assert_eq!(
+        roles,
+        vec![Role::Operator, Role::Analyst, Role::User, Role::Admin]
+    );
+
+    // Replacing a token with another creation time moves it and leaves no trace behind.
+    commit(store, vec![Op::PutToken(token("c3", Role::User, at(40)))]);
+    assert_eq!(
+        hashes(store.tokens().unwrap()),
+        vec!["d4", "a1", "b2", "c3"]
+    );
+    commit(
+        store,
+        vec![
+            Op::DeleteToken { hash: "a1".into() },
+            Op::DeleteToken { hash: "zz".into() },
+        ],
+    );
+    assert_eq!(store.token("a1").unwrap(), None);
+    assert_eq!(hashes(store.tokens().unwrap()), vec!["d4", "b2", "c3"]);
+}
+
 pub fn batch_effects_all_visible_and_ordered(store: &dyn Store) {
     let a = id(1);
     store
@@ -1106,6 +1229,10 @@ pub fn reopening_keeps_everything(open: Open<'_>) {
                 id: "m-1".into(),
                 until: at(100),
             },
+            Op::PutUser(user("anna")),
+            Op::PutUser(user("bruno")),
+            Op::PutToken(token("b2", Role::Admin, at(2))),
+            Op::PutToken(token("a1", Role::User, at(3))),
         ],
     );
     let snapshot = |store: &dyn Store| {
@@ -1117,10 +1244,14 @@ pub fn reopening_keeps_everything(open: Open<'_>) {
             store.subscriptions("paid", "INV-1").unwrap(),
             store.incidents().unwrap(),
             store.messages("paid", "INV-1").unwrap(),
+            store.users().unwrap(),
+            store.tokens().unwrap(),
         )
     };
     let before = snapshot(&*store);
     assert_eq!(before.0.len(), 2);
+    assert_eq!(before.7.len(), 2);
+    assert_eq!(before.8.len(), 2);
     drop(store);
 
     let store = open();
@@ -1129,6 +1260,11 @@ pub fn reopening_keeps_everything(open: Open<'_>) {
     assert!(store.message_id_seen("m-1", at(0)).unwrap());
     assert_eq!(store.request_key("start:1").unwrap(), Some(id(1)));
     assert_eq!(store.due_timers(at(1000), 10).unwrap(), before.1);
+    assert_eq!(store.user("bruno").unwrap(), Some(user("bruno")));
+    assert_eq!(
+        store.token("a1").unwrap(),
+        Some(token("a1", Role::User, at(3)))
+    );
 
     let last = before.6[0].seq;
     commit(&*store, vec![Op::DeleteMessage { seq: last }]);

@@ -14,7 +14,7 @@ use jiff::Timestamp;
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
     InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, SubscriptionRecord, TaskRecord,
-    TimerRecord,
+    TimerRecord, TokenRecord, UserRecord,
 };
 
 /// `(instance, number)`: how timers, jobs, tasks, incidents, history lines and subscriptions
@@ -50,6 +50,10 @@ struct Maps {
     incidents: BTreeMap<Owned, IncidentRecord>,
     history: BTreeMap<Owned, HistoryRecord>,
     request_keys: HashMap<String, InstanceId>,
+    users: BTreeMap<String, UserRecord>,
+    /// By hash.
+    tokens: BTreeMap<String, TokenRecord>,
+    tokens_by_creation: BTreeSet<(Timestamp, String)>,
 }
 
 impl MemoryStore {
@@ -179,6 +183,24 @@ impl Maps {
             }
             Op::PutRequestKey { key, instance } => {
                 self.request_keys.insert(key, instance);
+            }
+            Op::PutUser(u) => {
+                self.users.insert(u.name.clone(), u);
+            }
+            Op::DeleteUser { name } => {
+                self.users.remove(&name);
+            }
+            Op::PutToken(t) => {
+                let indexed = (t.created_at, t.hash.clone());
+                if let Some(old) = self.tokens.insert(t.hash.clone(), t) {
+                    self.tokens_by_creation.remove(&(old.created_at, old.hash));
+                }
+                self.tokens_by_creation.insert(indexed);
+            }
+            Op::DeleteToken { hash } => {
+                if let Some(old) = self.tokens.remove(&hash) {
+                    self.tokens_by_creation.remove(&(old.created_at, hash));
+                }
             }
         }
     }
@@ -381,6 +403,27 @@ impl Store for MemoryStore {
 
     fn request_key(&self, key: &str) -> Result<Option<InstanceId>> {
         Ok(self.read().request_keys.get(key).copied())
+    }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        Ok(self.read().users.get(name).cloned())
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        Ok(self.read().users.values().cloned().collect())
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        Ok(self.read().tokens.get(hash).cloned())
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        let maps = self.read();
+        Ok(maps
+            .tokens_by_creation
+            .iter()
+            .filter_map(|(_, hash)| maps.tokens.get(hash).cloned())
+            .collect())
     }
 }
 

@@ -228,6 +228,97 @@ pub struct HistoryRecord {
     pub detail: String,
 }
 
+/// A person who signs in to Ciclo. Identified by `name`; listed by name.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub display_name: Option<String>,
+    pub email: Option<String>,
+    /// The groups the user belongs to (task candidates name groups).
+    pub groups: Vec<String>,
+    /// argon2 PHC string, for the web sign-in (later).
+    pub password_hash: Option<String>,
+    pub created_at: Timestamp,
+}
+
+impl std::fmt::Debug for UserRecord {
+    /// Leaves the password hash out: a hash in a log can still be cracked offline.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRecord")
+            .field("name", &self.name)
+            .field("display_name", &self.display_name)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field(
+                "password_hash",
+                &self.password_hash.as_ref().map(|_| "<redacted>"),
+            )
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// What an API token may do. Ordered from the most to the least powerful.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Analyst,
+    Operator,
+    User,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Analyst, Role::Operator, Role::User];
+
+    /// The role's name as configuration, the API and the store write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Analyst => "analyst",
+            Role::Operator => "operator",
+            Role::User => "user",
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role name that is none of `Role::ALL`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown role `{0}`: expected one of admin, analyst, operator, user")]
+pub struct UnknownRole(pub String);
+
+impl std::str::FromStr for Role {
+    type Err = UnknownRole;
+
+    /// Case-insensitive, so `Admin` in a configuration file is not a surprise.
+    fn from_str(text: &str) -> Result<Role, UnknownRole> {
+        Role::ALL
+            .into_iter()
+            .find(|role| role.as_str().eq_ignore_ascii_case(text))
+            .ok_or_else(|| UnknownRole(text.to_string()))
+    }
+}
+
+/// An API token. Identified by `hash`; listed by creation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Lowercase hex SHA-256 of the secret; the secret itself is never stored, so a copy of
+    /// the store does not hand out working tokens.
+    pub hash: String,
+    pub role: Role,
+    /// The user the token acts for, if any.
+    pub user: Option<String>,
+    /// What the token is for, for people (`ERP webhook`).
+    pub label: Option<String>,
+    pub created_at: Timestamp,
+}
+
 /// One change. A `Batch` of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -274,6 +365,16 @@ pub enum Op {
     PutRequestKey {
         key: String,
         instance: InstanceId,
+    },
+    /// Creates or replaces the user `name`.
+    PutUser(UserRecord),
+    DeleteUser {
+        name: String,
+    },
+    /// Creates or replaces the token `hash`.
+    PutToken(TokenRecord),
+    DeleteToken {
+        hash: String,
     },
 }
 
@@ -371,4 +472,13 @@ pub trait Store: Send + Sync + 'static {
     fn history(&self, instance: InstanceId) -> Result<Vec<HistoryRecord>>;
 
     fn request_key(&self, key: &str) -> Result<Option<InstanceId>>;
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>>;
+    /// Every user, by name.
+    fn users(&self) -> Result<Vec<UserRecord>>;
+
+    /// The token whose secret hashes to `hash`.
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
+    /// Every token, oldest first (ties by hash).
+    fn tokens(&self) -> Result<Vec<TokenRecord>>;
 }

@@ -50,7 +50,7 @@ use super::keys::{
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
     InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
-    SubscriptionRecord, TaskRecord, TimerRecord,
+    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The database file inside the data folder.
@@ -107,11 +107,17 @@ enum Kind {
     RequestKeys,
     /// Store bookkeeping: `NEXT_MESSAGE_SEQ` -> u64.
     Meta,
+    /// user name -> `UserRecord`.
+    Users,
+    /// token hash -> creation time (16 bytes, as in the key below).
+    Tokens,
+    /// `(created_at, hash)` -> `TokenRecord`.
+    TokensByCreation,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 17] = [
+    const ALL: [Kind; 20] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -129,6 +135,9 @@ impl Kind {
         Kind::History,
         Kind::RequestKeys,
         Kind::Meta,
+        Kind::Users,
+        Kind::Tokens,
+        Kind::TokensByCreation,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -151,6 +160,9 @@ impl Kind {
             Kind::History => "history",
             Kind::RequestKeys => "request-keys",
             Kind::Meta => "meta",
+            Kind::Users => "users",
+            Kind::Tokens => "tokens",
+            Kind::TokensByCreation => "tokens-by-creation",
         }
     }
 
@@ -185,6 +197,10 @@ const SUBSCRIPTIONS: Index = Index {
 const MESSAGES: Index = Index {
     ids: Kind::Messages,
     by: Kind::MessagesByTopic,
+};
+const TOKENS: Index = Index {
+    ids: Kind::Tokens,
+    by: Kind::TokensByCreation,
 };
 
 /// `order + id`: the key in the ordered table of the record whose id key is `id`.
@@ -744,6 +760,22 @@ impl Committer {
                 let value = instance.as_bytes().to_vec();
                 w.put(Kind::RequestKeys, key.into_bytes(), value);
             }
+            Op::PutUser(u) => {
+                let key = Key::empty().str(&u.name).into_bytes();
+                w.put(Kind::Users, key, encode("user", &u)?);
+            }
+            Op::DeleteUser { name } => {
+                w.delete(Kind::Users, Key::empty().str(&name).into_bytes());
+            }
+            Op::PutToken(t) => {
+                let id = Key::empty().str(&t.hash).into_bytes();
+                let order = time_bytes(t.created_at);
+                w.put_ordered(TOKENS, id, &order, encode("token", &t)?)?;
+            }
+            Op::DeleteToken { hash } => {
+                let id = Key::empty().str(&hash).into_bytes();
+                w.delete_ordered(TOKENS, id)?;
+            }
         }
         Ok(())
     }
@@ -1020,6 +1052,26 @@ impl Store for RedbStore {
             None => Ok(None),
         }
     }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let key = Key::empty().str(name).into_bytes();
+        self.get(Kind::Users, &key)?
+            .map(|v| decode("user", &key, &v))
+            .transpose()
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.scan(Kind::Users, &[], "user")
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let id = Key::empty().str(hash).into_bytes();
+        self.by_id(TOKENS, &id, "token")
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.scan(Kind::TokensByCreation, &[], "token")
+    }
 }
 
 #[cfg(test)]
@@ -1144,6 +1196,21 @@ mod tests {
         let timer_id = Key::empty().id(i).u64(1).into_bytes();
         let timer_key = ordered(&time_bytes(at(5)), &timer_id);
         damage(&store, Kind::TimersByDue, timer_key, &garbage);
+        damage(
+            &store,
+            Kind::Users,
+            Key::empty().str("anna").into_bytes(),
+            &garbage,
+        );
+        damage(
+            &store,
+            Kind::Tokens,
+            Key::empty().str("ab").into_bytes(),
+            &[0; 16],
+        );
+        let token_id = Key::empty().str("cd").into_bytes();
+        let token_key = ordered(&time_bytes(at(5)), &token_id);
+        damage(&store, Kind::TokensByCreation, token_key, &garbage);
 
         let corrupt = |result: Result<()>, what: &str| match result {
             Err(StoreError::Corrupt(message)) => assert!(message.contains(what), "{message}"),
@@ -1161,6 +1228,10 @@ mod tests {
         corrupt(store.due_timers(at(10), 10).map(drop), "timer");
         corrupt(store.next_timer().map(drop), "timer");
         corrupt(store.timers_of(i).map(drop), "timer");
+        corrupt(store.user("anna").map(drop), "user");
+        corrupt(store.users().map(drop), "user");
+        corrupt(store.token("ab").map(drop), "has no index entry");
+        corrupt(store.tokens().map(drop), "token");
         corrupt(store.remove_finished(at(10)).map(drop), "instance");
         // A damaged message counter is reported when the store opens, not trusted.
         damage(&store, Kind::Meta, NEXT_MESSAGE_SEQ.to_vec(), &garbage);

@@ -41,7 +41,7 @@ use super::keys::{
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
     InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
-    SubscriptionRecord, TaskRecord, TimerRecord,
+    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The first byte of every key: what kind of record follows. Lower case keys hold records or
@@ -79,6 +79,12 @@ mod kind {
     pub const HISTORY: u8 = b'h';
     /// request key (raw) -> instance id (16 bytes).
     pub const REQUEST_KEY: u8 = b'r';
+    /// user name -> `UserRecord`.
+    pub const USER: u8 = b'a';
+    /// token hash -> creation time (16 bytes, as in the key below).
+    pub const TOKEN: u8 = b'o';
+    /// `(created_at, hash)` -> `TokenRecord`.
+    pub const TOKEN_BY_CREATION: u8 = b'O';
 }
 
 /// Store bookkeeping: the next message sequence (its kind byte, `#`, is used by nothing else).
@@ -535,6 +541,22 @@ impl Committer {
                 let key = Key::new(kind::REQUEST_KEY).raw(key.as_bytes()).into_bytes();
                 w.put(key, instance.as_bytes().to_vec());
             }
+            Op::PutUser(u) => {
+                let key = Key::new(kind::USER).str(&u.name).into_bytes();
+                w.put(key, encode("user", &u)?);
+            }
+            Op::DeleteUser { name } => {
+                w.delete(Key::new(kind::USER).str(&name).into_bytes());
+            }
+            Op::PutToken(t) => {
+                let id = Key::new(kind::TOKEN).str(&t.hash).into_bytes();
+                let order = time_bytes(t.created_at);
+                w.put_ordered(id, kind::TOKEN_BY_CREATION, &order, encode("token", &t)?)?;
+            }
+            Op::DeleteToken { hash } => {
+                let id = Key::new(kind::TOKEN).str(&hash).into_bytes();
+                w.delete_ordered(id, kind::TOKEN_BY_CREATION)?;
+            }
         }
         Ok(())
     }
@@ -813,6 +835,26 @@ impl Store for SledStore {
             None => Ok(None),
         }
     }
+
+    fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        let key = Key::new(kind::USER).str(name).into_bytes();
+        self.get(&key)?
+            .map(|v| decode("user", &key, &v))
+            .transpose()
+    }
+
+    fn users(&self) -> Result<Vec<UserRecord>> {
+        self.scan(&[kind::USER], "user")
+    }
+
+    fn token(&self, hash: &str) -> Result<Option<TokenRecord>> {
+        let key = Key::new(kind::TOKEN).str(hash).into_bytes();
+        self.by_id(&key, kind::TOKEN_BY_CREATION, "token")
+    }
+
+    fn tokens(&self) -> Result<Vec<TokenRecord>> {
+        self.scan(&[kind::TOKEN_BY_CREATION], "token")
+    }
 }
 
 impl SledStore {
@@ -941,6 +983,13 @@ mod tests {
         let timer_id = Key::new(kind::TIMER).id(i).u64(1).into_bytes();
         let timer_key = ordered_key(kind::TIMER_BY_DUE, &time_bytes(at(5)), &timer_id);
         put(timer_key, &garbage);
+        put(Key::new(kind::USER).str("anna").into_bytes(), &garbage);
+        put(Key::new(kind::TOKEN).str("ab").into_bytes(), &[0; 16]);
+        let token_id = Key::new(kind::TOKEN).str("cd").into_bytes();
+        put(
+            ordered_key(kind::TOKEN_BY_CREATION, &time_bytes(at(5)), &token_id),
+            &garbage,
+        );
 
         let corrupt = |result: Result<()>, what: &str| match result {
             Err(StoreError::Corrupt(message)) => assert!(message.contains(what), "{message}"),
@@ -958,6 +1007,10 @@ mod tests {
         corrupt(store.due_timers(at(10), 10).map(drop), "timer");
         corrupt(store.next_timer().map(drop), "timer");
         corrupt(store.timers_of(i).map(drop), "timer");
+        corrupt(store.user("anna").map(drop), "user");
+        corrupt(store.users().map(drop), "user");
+        corrupt(store.token("ab").map(drop), "has no index entry");
+        corrupt(store.tokens().map(drop), "token");
         corrupt(store.remove_finished(at(10)).map(drop), "instance");
     }
 
