@@ -43,7 +43,10 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut line = String::new();
         while url.is_none() {
-            assert!(Instant::now() < deadline, "the server did not print its address");
+            assert!(
+                Instant::now() < deadline,
+                "the server did not print its address"
+            );
             line.clear();
             let n = out.read_line(&mut line).expect("server output");
             assert!(n > 0, "the server stopped before listening");
