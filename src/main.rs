@@ -10,6 +10,9 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod data;
+mod logging;
+mod serve;
 mod validate;
 
 #[derive(Parser)]
@@ -45,6 +48,47 @@ enum Command {
     },
     /// Print the JSON Schema of the process file format, for editors.
     Schema,
+    /// Draw a process: BPMN-style SVG (default) or Graphviz DOT, from a file.
+    Graph {
+        /// The process file (.yaml); decision tables in other files of its folder are found.
+        file: PathBuf,
+        /// `svg` or `dot`.
+        #[arg(long, default_value = "svg")]
+        format: String,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+    /// API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run the server: the API, the runtime and the processes of a folder, on the embedded
+    /// store of a data folder.
+    Serve(serve::ServeArgs),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it once (it is stored only as a hash).
+    Create {
+        /// admin, analyst, operator or user.
+        #[arg(long)]
+        role: String,
+        /// The person the token acts for (must exist).
+        #[arg(long)]
+        user: Option<String>,
+        /// A note to recognise the token by.
+        #[arg(long)]
+        label: Option<String>,
+        /// Work on this data folder directly (no server may be running on it).
+        #[arg(long, env = "CICLO_DATA")]
+        data: PathBuf,
+        /// `sled` or `redb` (default: what the folder holds).
+        #[arg(long, env = "CICLO_STORE")]
+        store: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +101,37 @@ fn main() -> ExitCode {
             from,
             count,
         } => schedule(&expr, &tz, from.as_deref(), count),
+        Command::Graph {
+            file,
+            format,
+            output,
+        } => graph(&file, &format, output.as_deref()),
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    role,
+                    user,
+                    label,
+                    data,
+                    store,
+                },
+        } => match token_create(
+            &role,
+            user.as_deref(),
+            label.as_deref(),
+            &data,
+            store.as_deref(),
+        ) {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(1, &e),
+        },
+        Command::Serve(args) => match serve::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(1, &e),
+        },
         Command::Schema => {
             let schema = ciclo_engine::parse::json_schema();
             match serde_json::to_string_pretty(&schema) {
@@ -118,6 +193,69 @@ fn schedule(expr: &str, tz: &str, from: Option<&str>, count: usize) -> ExitCode 
             ExitCode::from(1)
         }
     }
+}
+
+fn graph(file: &Path, format: &str, output: Option<&Path>) -> ExitCode {
+    if format != "svg" && format != "dot" {
+        eprintln!("ciclo: unknown format `{format}`: use `svg` or `dot`");
+        return ExitCode::from(1);
+    }
+    let text = match read(file) {
+        Ok(t) => t,
+        Err(e) => return fail(2, &e),
+    };
+    let def = match validate::load_with_folder(file, &text) {
+        Ok(def) => def,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!(
+                "{} problem(s): fix them to draw the process",
+                problems.len()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let drawing = if format == "dot" {
+        ciclo_engine::diagram::dot(&def)
+    } else {
+        ciclo_engine::diagram::svg(&def, None)
+    };
+    match output {
+        Some(path) => match std::fs::write(path, drawing) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, &anyhow::anyhow!("cannot write {}: {e}", path.display())),
+        },
+        None => {
+            use std::io::Write as _;
+            let _ = std::io::stdout().lock().write_all(drawing.as_bytes());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+fn token_create(
+    role: &str,
+    user: Option<&str>,
+    label: Option<&str>,
+    data: &Path,
+    store: Option<&str>,
+) -> anyhow::Result<String> {
+    let role: ciclo_engine::store::Role = role.parse()?;
+    if !data.exists() {
+        anyhow::bail!(
+            "no data folder {} (start the server once to create it)",
+            data.display()
+        );
+    }
+    let store = data::open_store(data, &data::store_kind(data, store))?;
+    let engine = ciclo_engine::runtime::Engine::open(
+        store,
+        std::sync::Arc::new(ciclo_engine::runtime::SystemClock),
+        ciclo_engine::parse::Catalog::standard(),
+    )?;
+    Ok(engine.create_token(role, user, label)?)
 }
 
 /// Reads a file, with the path in the error.

@@ -120,3 +120,64 @@ fn process_id(text: &str) -> Option<String> {
         })
         .filter(|id| !id.is_empty())
 }
+
+/// Loads one process file for drawing or running, with the decision tables and process ids of
+/// its folder, as `validate` does.
+pub fn load_with_folder(
+    file: &Path,
+    text: &str,
+) -> Result<ciclo_engine::model::Definition, Vec<ciclo_engine::diagnostics::Problem>> {
+    let name = file.display().to_string();
+    let mut context = vec![(name.clone(), text.to_string())];
+    let mut catalog = Catalog::standard();
+    catalog.processes.extend(process_id(text));
+    if let Some(folder) = file.parent()
+        && let Ok(entries) = std::fs::read_dir(if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder
+        })
+    {
+        let mut siblings: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_yaml(p))
+            .collect();
+        siblings.sort();
+        for sibling in siblings {
+            if std::fs::canonicalize(&sibling).ok() == std::fs::canonicalize(file).ok() {
+                continue;
+            }
+            if let Ok(other) = std::fs::read_to_string(&sibling) {
+                match process_id(&other) {
+                    Some(id) => {
+                        catalog.processes.insert(id);
+                    }
+                    None => context.push((sibling.display().to_string(), other)),
+                }
+            }
+        }
+    }
+    let library = parse::load(&context, &catalog);
+    let own: Vec<_> = library
+        .problems
+        .into_iter()
+        .filter(|p| p.file == name)
+        .collect();
+    if !own.is_empty() {
+        return Err(own);
+    }
+    library
+        .definitions
+        .into_iter()
+        .find(|d| d.file == name)
+        .ok_or_else(|| {
+            vec![ciclo_engine::diagnostics::Problem {
+                file: name.clone(),
+                line: 1,
+                col: 1,
+                code: ciclo_engine::parse::codes::NOT_A_PROCESS_FILE,
+                message: "this file holds no process (only decision tables?)".into(),
+                hint: Some("draw a file that starts with `process: <id>`".into()),
+            }]
+        })
+}

@@ -1,0 +1,356 @@
+//! `ciclo serve`: the server on the embedded store. Configuration comes in layers — defaults,
+//! then `ciclo.toml` (or `--config FILE`), then `CICLO_...` environment variables, then flags —
+//! and every option is documented where it is defined, here.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+use ciclo_engine::parse::Catalog;
+use ciclo_engine::runtime::{Connectors, Engine, Runtime, RuntimeOptions, SystemClock};
+use ciclo_engine::store::{Role, UserRecord};
+use serde::Deserialize;
+
+/// Flags of `ciclo serve`; each can also come from the environment or the config file.
+#[derive(clap::Args, Debug, Default)]
+pub struct ServeArgs {
+    /// Address to listen on (`127.0.0.1:0` picks a free port and prints it).
+    #[arg(long, env = "CICLO_LISTEN")]
+    pub listen: Option<String>,
+    /// Data folder: the store, the admin token, the outbox.
+    #[arg(long, env = "CICLO_DATA")]
+    pub data: Option<PathBuf>,
+    /// Folder of process files deployed at start (every .yaml inside, sub-folders too).
+    #[arg(long, env = "CICLO_PROCESSES")]
+    pub processes: Option<PathBuf>,
+    /// Configuration file (default: ./ciclo.toml when it exists).
+    #[arg(long, env = "CICLO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Log format: `human` or `json`.
+    #[arg(long, env = "CICLO_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Durable store: `sled` (default) or `redb`.
+    #[arg(long, env = "CICLO_STORE")]
+    pub store: Option<String>,
+}
+
+/// The configuration file (`ciclo.toml`). Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    /// Address to listen on. Default `127.0.0.1:8080`.
+    listen: Option<String>,
+    /// Data folder. Default `./ciclo-data`.
+    data: Option<PathBuf>,
+    /// Process folder. Default `./processes`.
+    processes: Option<PathBuf>,
+    /// `human` (default) or `json`.
+    log_format: Option<String>,
+    /// `sled` (default) or `redb`.
+    store: Option<String>,
+    /// Days a finished instance is kept, with its history. Default 90; 0 keeps them for ever.
+    retention_days: Option<u32>,
+    /// The `From:` address of e-mails. Default `ciclo@localhost`.
+    mail_from: Option<String>,
+    /// Whether `/metrics` is open without a token. Default true.
+    public_metrics: Option<bool>,
+    /// Largest request body in bytes. Default 1 MiB.
+    max_body_bytes: Option<usize>,
+    /// People and their groups, created or updated at start.
+    #[serde(default)]
+    users: Vec<FileUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileUser {
+    name: String,
+    #[serde(default)]
+    groups: Vec<String>,
+    email: Option<String>,
+    display_name: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: String,
+    pub data: PathBuf,
+    pub processes: PathBuf,
+    pub log_format: String,
+    pub store: String,
+    pub retention_days: u32,
+    pub mail_from: String,
+    pub public_metrics: bool,
+    pub max_body_bytes: usize,
+    users: Vec<FileUser>,
+}
+
+impl Config {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Config> {
+        let file = match &args.config {
+            Some(path) => Some(read_config(path)?),
+            None if Path::new("ciclo.toml").exists() => Some(read_config(Path::new("ciclo.toml"))?),
+            None => None,
+        }
+        .unwrap_or_default();
+        let store = args
+            .store
+            .clone()
+            .or(file.store)
+            .unwrap_or_else(|| "sled".into());
+        if store != "sled" && store != "redb" {
+            bail!("unknown store `{store}`: use `sled` or `redb`");
+        }
+        let log_format = args
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .unwrap_or_else(|| "human".into());
+        if log_format != "human" && log_format != "json" {
+            bail!("unknown log format `{log_format}`: use `human` or `json`");
+        }
+        Ok(Config {
+            listen: args
+                .listen
+                .clone()
+                .or(file.listen)
+                .unwrap_or_else(|| "127.0.0.1:8080".into()),
+            data: args
+                .data
+                .clone()
+                .or(file.data)
+                .unwrap_or_else(|| PathBuf::from("ciclo-data")),
+            processes: args
+                .processes
+                .clone()
+                .or(file.processes)
+                .unwrap_or_else(|| PathBuf::from("processes")),
+            log_format,
+            store,
+            retention_days: file.retention_days.unwrap_or(90),
+            mail_from: file.mail_from.unwrap_or_else(|| "ciclo@localhost".into()),
+            public_metrics: file.public_metrics.unwrap_or(true),
+            max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
+            users: file.users,
+        })
+    }
+}
+
+fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the config file {}", path.display()))?;
+    toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// Every process file under `dir`, table libraries first (processes may use their tables).
+fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for p in entries {
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut paths = Vec::new();
+    if dir.exists() {
+        walk(dir, &mut paths)
+            .with_context(|| format!("cannot read the process folder {}", dir.display()))?;
+    }
+    let mut files = Vec::new();
+    for p in paths {
+        let text =
+            std::fs::read_to_string(&p).with_context(|| format!("cannot read {}", p.display()))?;
+        let name = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+        files.push((name, text));
+    }
+    files.sort_by_key(|(name, text)| {
+        (
+            text.lines().any(|l| l.starts_with("process:")),
+            name.clone(),
+        )
+    });
+    Ok(files)
+}
+
+/// Creates the admin token on first start, in `<data>/admin-token`, readable by the owner only.
+fn ensure_admin_token(engine: &Engine, data: &Path) -> anyhow::Result<(PathBuf, bool)> {
+    let path = data.join("admin-token");
+    if path.exists() {
+        return Ok((path, false));
+    }
+    let secret = engine.create_token(Role::Admin, None, Some("admin (created at first start)"))?;
+    #[cfg(unix)]
+    {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        writeln!(f, "{secret}")?;
+        f.sync_all()?;
+    }
+    #[cfg(not(unix))]
+    std::fs::write(&path, format!("{secret}\n"))?;
+    Ok((path, true))
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::resolve(&args)?;
+    crate::logging::init(&config.log_format);
+    std::fs::create_dir_all(&config.data)
+        .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
+    let store = crate::data::open_store(&config.data, &config.store)?;
+    let engine = Engine::open(store, Arc::new(SystemClock), Catalog::standard())?;
+
+    // Deploy the process folder: a file with problems stops the start, with every problem.
+    let mut problems = Vec::new();
+    let mut deployed = 0;
+    for (file, text) in process_files(&config.processes)? {
+        match engine.deploy(&file, &text) {
+            Ok(versions) => deployed += versions.iter().filter(|d| !d.unchanged).count(),
+            Err(ciclo_engine::runtime::EngineError::Invalid(list)) => problems.extend(list),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!(
+                "{}",
+                p.to_string().replace(
+                    &format!("{}:", p.file),
+                    &format!("{}:", config.processes.join(&p.file).display())
+                )
+            );
+        }
+        bail!(
+            "{} problem(s) in the process folder {}: nothing was started",
+            problems.len(),
+            config.processes.display()
+        );
+    }
+    for user in &config.users {
+        let existing = engine.user(&user.name)?;
+        engine.put_user(UserRecord {
+            name: user.name.clone(),
+            display_name: user.display_name.clone(),
+            email: user.email.clone(),
+            groups: user.groups.clone(),
+            password_hash: existing.as_ref().and_then(|u| u.password_hash.clone()),
+            created_at: existing
+                .map(|u| u.created_at)
+                .unwrap_or_else(jiff::Timestamp::now),
+        })?;
+    }
+    let (token_path, created) = ensure_admin_token(&engine, &config.data)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(engine, config, token_path, created, deployed))
+}
+
+async fn serve(
+    engine: Engine,
+    config: Config,
+    token_path: PathBuf,
+    created: bool,
+    deployed: usize,
+) -> anyhow::Result<()> {
+    let engine = Arc::new(engine);
+    let mut connectors: Connectors = Default::default();
+    let outbox =
+        ciclo_connectors::Outbox::new(config.data.join("outbox"), config.mail_from.clone());
+    let outbox_dir = outbox.dir().to_path_buf();
+    connectors.insert("email".into(), Arc::new(outbox));
+    let retention = (config.retention_days > 0)
+        .then(|| jiff::SignedDuration::from_hours(24 * i64::from(config.retention_days)));
+    let handle = Runtime::spawn(
+        engine.clone(),
+        connectors,
+        RuntimeOptions {
+            retention,
+            ..Default::default()
+        },
+    );
+
+    let metrics = ciclo_web::install_metrics();
+    let web_config = ciclo_web::WebConfig {
+        max_body_bytes: config.max_body_bytes,
+        public_metrics: config.public_metrics,
+        ..Default::default()
+    };
+    let app = ciclo_web::app(engine.clone(), web_config, metrics);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    // These lines are read by people and by tests: keep their shape.
+    println!("listening on http://{addr}");
+    println!("data folder: {}", config.data.display());
+    println!(
+        "processes: {} ({} new version(s) deployed)",
+        config.processes.display(),
+        deployed
+    );
+    println!("e-mails go to the outbox {}", outbox_dir.display());
+    if created {
+        println!(
+            "admin token created in {} (readable by you only)",
+            token_path.display()
+        );
+    } else {
+        println!("admin token in {}", token_path.display());
+    }
+    tracing::info!(%addr, store = %config.store, "server started");
+
+    axum::serve(listener, app.into_make_service())
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("the HTTP server failed")?;
+    // No new requests now: let jobs in flight finish and be recorded, then flush and close.
+    tracing::info!("stopping: finishing work in flight");
+    handle.shutdown().await;
+    drop(handle);
+    match Arc::try_unwrap(engine) {
+        Ok(engine) => drop(engine),
+        Err(_) => {
+            tracing::warn!("the engine is still shared at shutdown; the store closes on exit")
+        }
+    }
+    println!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
