@@ -675,6 +675,7 @@ impl Engine {
         if timer.instance == Uuid::nil() {
             return self.fire_start_timer(timer, now);
         }
+        super::metrics::timer_fired(timer.due, now);
         let instance = timer.instance;
         self.transact_at(Some(instance), now, |tx| {
             // The timer record goes whatever the machine says: a stale one is garbage.
@@ -785,6 +786,7 @@ impl Engine {
 
     /// Records what a connector answered for one attempt of a job.
     pub fn job_result(&self, job: &JobRecord, outcome: JobOutcome) -> Result<()> {
+        super::metrics::job_answered(job, &outcome);
         self.failpoint("job-returned");
         let instance = job.instance;
         self.transact(Some(instance), |tx| {
@@ -1616,7 +1618,9 @@ impl<'e> Tx<'e> {
             return Ok(());
         }
         let batch = std::mem::take(&mut self.batch);
+        let figures = super::metrics::Figures::of(&batch);
         self.engine.store.commit(batch)?;
+        figures.committed();
         if wake {
             self.engine.wake.notify_waiters();
         }

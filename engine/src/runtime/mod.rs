@@ -3,6 +3,7 @@
 //! due timers and runs jobs through connectors, with a `RuntimeHandle` to stop it.
 
 mod engine;
+pub mod metrics;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -352,7 +353,12 @@ async fn job_loop(
 
 async fn run_job(engine: &Arc<Engine>, connectors: &Connectors, job: JobRecord) {
     let span = tracing::info_span!("job", instance = %job.instance, job = job.job, attempt = job.attempt, connector = %job.connector, operation = %job.operation);
-    let _enter = span.enter();
+    // `instrument`, not `enter`: an entered guard held across `.await` leaks the span into
+    // whatever else runs on this thread meanwhile.
+    tracing::Instrument::instrument(run_job_in_span(engine, connectors, job), span).await
+}
+
+async fn run_job_in_span(engine: &Arc<Engine>, connectors: &Connectors, job: JobRecord) {
     if job.connector == SYSTEM_CONNECTOR {
         let e = engine.clone();
         let result = tokio::task::spawn_blocking(move || e.run_system_job(&job)).await;
