@@ -528,8 +528,15 @@ impl Client {
         ) else {
             return self.not_ciclo(&format!("{status} without Ciclo's error body"));
         };
+        let details = body.get("details").unwrap_or(&Value::Null);
+        // A message may list what the details list again (a definition's problems): then its
+        // first line is the summary, and the details are printed once, one per line.
+        let message = match message.split_once('\n') {
+            Some((first, _)) if !details.is_null() => first.trim_end(),
+            _ => message,
+        };
         let mut lines = vec![format!("{code}: {message}")];
-        lines.extend(detail_lines(body.get("details").unwrap_or(&Value::Null)));
+        lines.extend(detail_lines(details));
         if status == StatusCode::UNAUTHORIZED {
             lines.push(
                 "  hint: give a valid token with --token or CICLO_TOKEN; the admin token is in \
@@ -1164,7 +1171,7 @@ fn deploy(client: &Client, args: &[PathBuf]) -> Result<(), Failure> {
     }
     if !deployed.is_empty() || refused.is_empty() {
         client.print(&Value::Array(deployed), || {
-            table(&["PROCESS", "VERSION", "", "FILE"], &rows)
+            table(&["PROCESS", "VERSION", "STATUS", "FILE"], &rows)
         })?;
     }
     if refused.is_empty() {
