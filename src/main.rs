@@ -1,8 +1,9 @@
 //! The `ciclo` command: check process files, preview timers, print the process format's JSON
-//! Schema. The server and the commands that talk to it come with the server issue.
+//! Schema, draw a process, run the server (`serve`), and talk to a running server (`client`).
 //!
 //! Exit codes: 0 ok, 1 a problem in what the user gave (an invalid process, a timer that can
-//! never fire), 2 an I/O or server error (a file that cannot be read).
+//! never fire, a bad flag, a request the server refused), 2 an I/O or server error (a file that
+//! cannot be read, a server that cannot be reached or fails).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
+mod client;
 mod data;
 mod logging;
 mod serve;
@@ -67,11 +69,14 @@ enum Command {
     /// Run the server: the API, the runtime and the processes of a folder, on the embedded
     /// store of a data folder.
     Serve(serve::ServeArgs),
+    #[command(flatten)]
+    Client(client::ClientCommand),
 }
 
 #[derive(Subcommand)]
 enum TokenCommand {
-    /// Create a token and print it once (it is stored only as a hash).
+    /// Create a token and print it once (it is stored only as a hash): through the running
+    /// server, or, with --data, directly in a data folder no server is using.
     Create {
         /// admin, analyst, operator or user.
         #[arg(long)]
@@ -84,15 +89,30 @@ enum TokenCommand {
         label: Option<String>,
         /// Work on this data folder directly (no server may be running on it).
         #[arg(long, env = "CICLO_DATA")]
-        data: PathBuf,
-        /// `sled` or `redb` (default: what the folder holds).
-        #[arg(long, env = "CICLO_STORE")]
+        data: Option<PathBuf>,
+        /// `sled` or `redb` (default: what the folder holds); only with --data.
+        #[arg(long, env = "CICLO_STORE", requires = "data")]
         store: Option<String>,
+        #[command(flatten)]
+        remote: client::Remote,
     },
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // A bad flag is the user's mistake: exit 1 as for every other one (clap's own
+            // usage code is 2, which here means an I/O or server error). Help and version
+            // are not errors.
+            return if e.use_stderr() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     match cli.command {
         Command::Validate { files } => validate::run(&files),
         Command::Schedule {
@@ -114,20 +134,25 @@ fn main() -> ExitCode {
                     label,
                     data,
                     store,
+                    remote,
                 },
-        } => match token_create(
-            &role,
-            user.as_deref(),
-            label.as_deref(),
-            &data,
-            store.as_deref(),
-        ) {
-            Ok(secret) => {
-                println!("{secret}");
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(1, &e),
+        } => match data {
+            Some(data) => match token_create(
+                &role,
+                user.as_deref(),
+                label.as_deref(),
+                &data,
+                store.as_deref(),
+            ) {
+                Ok(secret) => {
+                    println!("{secret}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(1, &e),
+            },
+            None => client::token_create(&remote, &role, user.as_deref(), label.as_deref()),
         },
+        Command::Client(command) => client::run(command),
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, &e),

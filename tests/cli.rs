@@ -151,3 +151,13 @@ fn the_committed_schema_is_current() {
         "regenerate with `cargo run -- schema > ciclo-process.schema.json`"
     );
 }
+
+#[test]
+fn a_bad_flag_is_a_user_error_and_help_is_not_an_error() {
+    let out = ciclo(&["instances", "--state", "bogus"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("possible values: active"));
+    let out = ciclo(&["start", "--help"]);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("--idempotency-key"));
+}
