@@ -159,17 +159,35 @@ impl SledStore {
     /// one) has the folder open.
     pub fn open(options: SledOptions) -> Result<Self> {
         let path = options.path.clone();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(options.cache_capacity)
-            .open()
-            .map_err(|error| match error {
-                // sled reports a failed `flock` of its data file as this I/O error.
-                sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
-                    StoreError::Locked(path.display().to_string())
+        let open = || {
+            sled::Config::new()
+                .path(&path)
+                .cache_capacity(options.cache_capacity)
+                // Every commit group is flushed by the committer; sled's own timed flusher would
+                // only add a background thread that keeps the folder locked after a close.
+                .flush_every_ms(None)
+                .open()
+                .map_err(|error| match error {
+                    // sled reports a failed `flock` of its data file as this I/O error.
+                    sled::Error::Io(ref e) if e.to_string().contains("could not acquire lock") => {
+                        StoreError::Locked(path.display().to_string())
+                    }
+                    other => from_sled(other),
+                })
+        };
+        // A store of this very process that was just closed may release its lock a moment
+        // later (sled's threads end asynchronously): look again for a short while before
+        // telling the caller that another process holds the folder.
+        let mut attempts = 0;
+        let db = loop {
+            match open() {
+                Err(StoreError::Locked(_)) if attempts < 20 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(50));
                 }
-                other => from_sled(other),
-            })?;
+                other => break other?,
+            }
+        };
         // The data file, opened read-only, only to `sync_data` it after each group flush.
         let data_file = File::open(path.join("db")).map_err(|e| {
             io(format!(
