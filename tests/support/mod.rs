@@ -45,6 +45,7 @@ impl Server {
             .args(extra)
             .env("CICLO_LOG", "warn")
             .env_remove("CICLO_CONFIG")
+            .env_remove("CICLO_ERP_URL")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
