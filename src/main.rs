@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 
 mod client;
 mod data;
+mod fake_erp;
 mod logging;
 mod serve;
 mod validate;
@@ -69,6 +70,9 @@ enum Command {
     /// Run the server: the API, the runtime and the processes of a folder, on the embedded
     /// store of a data folder.
     Serve(serve::ServeArgs),
+    /// Run a fake ERP over HTTP JSON for tests and demos: stores orders, answers repeated
+    /// idempotency keys with the first answer, can fail or be slow on demand.
+    FakeErp(fake_erp::FakeErpArgs),
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -156,6 +160,10 @@ fn main() -> ExitCode {
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(1, &e),
+        },
+        Command::FakeErp(args) => match fake_erp::run(args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(2, &e),
         },
         Command::Schema => {
             let schema = ciclo_engine::parse::json_schema();

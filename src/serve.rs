@@ -57,6 +57,9 @@ struct FileConfig {
     public_metrics: Option<bool>,
     /// Largest request body in bytes. Default 1 MiB.
     max_body_bytes: Option<usize>,
+    /// Base URL of the ERP, read by the ERP mapping as `{{erp_url}}` (also `CICLO_ERP_URL`).
+    /// Needed when `<processes>/connectors/erp.yaml` exists.
+    erp_url: Option<String>,
     /// People and their groups, created or updated at start.
     #[serde(default)]
     users: Vec<FileUser>,
@@ -84,6 +87,7 @@ pub struct Config {
     pub mail_from: String,
     pub public_metrics: bool,
     pub max_body_bytes: usize,
+    pub erp_url: Option<String>,
     users: Vec<FileUser>,
 }
 
@@ -133,6 +137,10 @@ impl Config {
             mail_from: file.mail_from.unwrap_or_else(|| "ciclo@localhost".into()),
             public_metrics: file.public_metrics.unwrap_or(true),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
+            erp_url: std::env::var("CICLO_ERP_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .or(file.erp_url),
             users: file.users,
         })
     }
@@ -144,7 +152,12 @@ fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
 }
 
+/// The folder of connector mappings inside a process folder: its YAML files describe
+/// connectors (`erp.yaml`), not processes, so deploy and `ciclo validate` skip it.
+pub const CONNECTORS_FOLDER: &str = "connectors";
+
 /// Every process file under `dir`, table libraries first (processes may use their tables).
+/// The connector mappings of `dir/connectors/` are not process files.
 fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
@@ -153,6 +166,9 @@ fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
         entries.sort();
         for p in entries {
             if p.is_dir() {
+                if p.file_name().and_then(|n| n.to_str()) == Some(CONNECTORS_FOLDER) {
+                    continue;
+                }
                 walk(&p, out)?;
             } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
                 out.push(p);
@@ -212,7 +228,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
     let store = crate::data::open_store(&config.data, &config.store)?;
-    let engine = Engine::open(store, Arc::new(SystemClock), Catalog::standard())?;
+    let erp = erp_connector(&config)?;
+    let mut catalog = Catalog::standard();
+    if let Some(erp) = &erp {
+        // Deploys then refuse `call: erp.<operation>` for an operation the mapping lacks.
+        catalog
+            .connectors
+            .insert("erp".into(), erp.operations().map(str::to_string).collect());
+    }
+    let engine = Engine::open(store, Arc::new(SystemClock), catalog)?;
 
     // Deploy the process folder: a file with problems stops the start, with every problem.
     let mut problems = Vec::new();
@@ -259,12 +283,35 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(engine, config, token_path, created, deployed))
+    runtime.block_on(serve(engine, config, erp, token_path, created, deployed))
+}
+
+/// The ERP connector, when the process folder has `connectors/erp.yaml`.
+fn erp_connector(config: &Config) -> anyhow::Result<Option<ciclo_connectors::ErpConnector>> {
+    let file = config.processes.join(CONNECTORS_FOLDER).join("erp.yaml");
+    if !file.exists() {
+        return Ok(None);
+    }
+    let mapping = ciclo_connectors::ErpConfig::load(&file)?;
+    let Some(url) = &config.erp_url else {
+        // Not an error: the shipped process folder has a mapping, and the quick start (no ERP
+        // at hand) must still run. ERP jobs then fail with "no connector `erp`" and become
+        // incidents, which says the same to an operator.
+        println!(
+            "ERP: {} is not used: set `erp_url` in ciclo.toml or CICLO_ERP_URL",
+            file.display()
+        );
+        return Ok(None);
+    };
+    let connector =
+        ciclo_connectors::ErpConnector::new(mapping, url, ciclo_connectors::Secrets::from_env())?;
+    Ok(Some(connector))
 }
 
 async fn serve(
     engine: Engine,
     config: Config,
+    erp: Option<ciclo_connectors::ErpConnector>,
     token_path: PathBuf,
     created: bool,
     deployed: usize,
@@ -275,6 +322,16 @@ async fn serve(
         ciclo_connectors::Outbox::new(config.data.join("outbox"), config.mail_from.clone());
     let outbox_dir = outbox.dir().to_path_buf();
     connectors.insert("email".into(), Arc::new(outbox));
+    let erp_line = erp.as_ref().map(|erp| {
+        format!(
+            "ERP: {} at {}",
+            erp.file().display(),
+            config.erp_url.as_deref().unwrap_or_default()
+        )
+    });
+    if let Some(erp) = erp {
+        connectors.insert("erp".into(), Arc::new(erp));
+    }
     let retention = (config.retention_days > 0)
         .then(|| jiff::SignedDuration::from_hours(24 * i64::from(config.retention_days)));
     let handle = Runtime::spawn(
@@ -306,6 +363,9 @@ async fn serve(
         deployed
     );
     println!("e-mails go to the outbox {}", outbox_dir.display());
+    if let Some(line) = erp_line {
+        println!("{line}");
+    }
     if created {
         println!(
             "admin token created in {} (readable by you only)",

@@ -5,7 +5,8 @@ use std::process::ExitCode;
 
 use ciclo_engine::parse::{self, Catalog};
 
-/// Collects the YAML files named, or found in the folders named (recursively), in order.
+/// Collects the YAML files named, or found in the folders named (recursively), in order; a
+/// `connectors` folder inside holds connector mappings and is skipped.
 fn collect(paths: &[PathBuf], out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     for path in paths {
         if path.is_dir() {
@@ -15,6 +16,13 @@ fn collect(paths: &[PathBuf], out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
                 .collect();
             entries.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| p.is_dir());
+            // Connector mappings (`processes/connectors/erp.yaml`) are not processes.
+            let dirs: Vec<PathBuf> = dirs
+                .into_iter()
+                .filter(|d| {
+                    d.file_name().and_then(|n| n.to_str()) != Some(crate::serve::CONNECTORS_FOLDER)
+                })
+                .collect();
             out.extend(files.into_iter().filter(|p| is_yaml(p)));
             collect(&dirs, out)?;
         } else {

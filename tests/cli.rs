@@ -101,6 +101,25 @@ fn validate_accepts_the_shipped_processes() {
 }
 
 #[test]
+fn validate_skips_the_connector_mappings_of_a_process_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("connectors")).unwrap();
+    std::fs::write(
+        dir.path().join("connectors/erp.yaml"),
+        "create-order:\n  url: \"{{erp_url}}/orders\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "process: p\nstart: done\nsteps:\n  done:\n    end: true\n",
+    )
+    .unwrap();
+    let out = ciclo(&["validate", dir.path().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("ok: 1 file(s), 1 process(es)"));
+}
+
+#[test]
 fn validate_reports_file_line_column_code_and_hint() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("bad.yaml");

@@ -1,7 +1,12 @@
 //! Connectors behind the engine's `Connector` trait: the things a service or send task talks
-//! to. For now the outbox, where `send:` steps write their e-mails as `.eml` files; SMTP, the
-//! ERP, e-invoicing and external workers come with the connectors issue.
+//! to. The outbox, where `send:` steps write their e-mails as `.eml` files; the ERP over HTTP
+//! JSON, described by a mapping file; and a fake ERP that stands in for a real one in tests and
+//! demos. SMTP, e-invoicing and external workers come with the rest of the connectors issue.
 
+pub mod erp;
+pub mod fake_erp;
 pub mod outbox;
 
+pub use erp::{ErpConfig, ErpConnector, Secrets};
+pub use fake_erp::{FakeErp, FakeErpOptions};
 pub use outbox::Outbox;

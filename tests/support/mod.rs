@@ -24,6 +24,17 @@ impl Server {
     }
 
     pub fn start_with(data: &Path, processes: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(data, processes, extra, &[])
+    }
+
+    /// As `start_with`, with environment variables for the server only (tests must not
+    /// change their own environment: other tests run in the same process).
+    pub fn start_with_env(
+        data: &Path,
+        processes: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_ciclo"))
             .arg("serve")
             .args(["--listen", "127.0.0.1:0"])
@@ -34,6 +45,8 @@ impl Server {
             .args(extra)
             .env("CICLO_LOG", "warn")
             .env_remove("CICLO_CONFIG")
+            .env_remove("CICLO_ERP_URL")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
