@@ -53,6 +53,9 @@ struct FileConfig {
     retention_days: Option<u32>,
     /// The `From:` address of e-mails. Default `ciclo@localhost`.
     mail_from: Option<String>,
+    /// Send e-mails through an SMTP server. Without this table they are written to the outbox
+    /// folder `<data>/outbox` as `.eml` files.
+    smtp: Option<FileSmtp>,
     /// Whether `/metrics` is open without a token. Default true.
     public_metrics: Option<bool>,
     /// Largest request body in bytes. Default 1 MiB.
@@ -75,6 +78,28 @@ struct FileUser {
     display_name: Option<String>,
 }
 
+/// `[smtp]` of the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSmtp {
+    /// Host name of the server.
+    host: String,
+    /// Port. Default 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    port: Option<u16>,
+    /// `starttls` (default), `tls` (TLS from the first byte) or `none` (no encryption: only for
+    /// a relay on this machine; a login over it to another host is refused).
+    tls: Option<String>,
+    /// Login user; leave out when the server needs no login.
+    user: Option<String>,
+    /// The name of the environment variable that holds the password. The password itself is
+    /// never in the file, so the file can be shared and committed.
+    password_env: Option<String>,
+    /// The `From:` address (`Name <address>` or an address). Default: `mail_from`.
+    from: Option<String>,
+    /// The `Reply-To:` address. Default: none.
+    reply_to: Option<String>,
+}
+
 /// The resolved configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -85,6 +110,9 @@ pub struct Config {
     pub store: String,
     pub retention_days: u32,
     pub mail_from: String,
+    pub mail_reply_to: Option<String>,
+    /// `None`: e-mails go to the outbox folder.
+    pub smtp: Option<ciclo_connectors::email::SmtpOptions>,
     pub public_metrics: bool,
     pub max_body_bytes: usize,
     pub erp_url: Option<String>,
@@ -115,6 +143,36 @@ impl Config {
         if log_format != "human" && log_format != "json" {
             bail!("unknown log format `{log_format}`: use `human` or `json`");
         }
+        let (smtp, smtp_from, mail_reply_to) = match file.smtp {
+            Some(smtp) => {
+                let security: ciclo_connectors::email::Security = smtp
+                    .tls
+                    .as_deref()
+                    .unwrap_or("starttls")
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("[smtp] {e}"))?;
+                let login = match (smtp.user, smtp.password_env) {
+                    (Some(user), Some(var)) => {
+                        let password = std::env::var(&var).with_context(|| {
+                            format!("[smtp] the password variable {var} is not set")
+                        })?;
+                        Some((user, ciclo_connectors::email::Password::new(password)))
+                    }
+                    (Some(_), None) => bail!("[smtp] user is set but password_env is not"),
+                    (None, Some(_)) => bail!("[smtp] password_env is set but user is not"),
+                    (None, None) => None,
+                };
+                let options = ciclo_connectors::email::SmtpOptions {
+                    host: smtp.host,
+                    port: smtp.port,
+                    security,
+                    login,
+                    timeout: std::time::Duration::from_secs(30),
+                };
+                (Some(options), smtp.from, smtp.reply_to)
+            }
+            None => (None, None, None),
+        };
         Ok(Config {
             listen: args
                 .listen
@@ -134,7 +192,11 @@ impl Config {
             log_format,
             store,
             retention_days: file.retention_days.unwrap_or(90),
-            mail_from: file.mail_from.unwrap_or_else(|| "ciclo@localhost".into()),
+            mail_from: smtp_from
+                .or(file.mail_from)
+                .unwrap_or_else(|| "ciclo@localhost".into()),
+            mail_reply_to,
+            smtp,
             public_metrics: file.public_metrics.unwrap_or(true),
             max_body_bytes: file.max_body_bytes.unwrap_or(1 << 20),
             erp_url: std::env::var("CICLO_ERP_URL")
@@ -279,11 +341,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (token_path, created) = ensure_admin_token(&engine, &config.data)?;
 
+    // E-mail templates are checked now, so a broken one refuses the start instead of failing
+    // the first customer's e-mail.
+    let templates_dir = config.processes.join("templates");
+    let templates = ciclo_connectors::email::Templates::load(&templates_dir)
+        .map_err(|e| anyhow::anyhow!("e-mail templates: {e}"))?;
+    let sender =
+        ciclo_connectors::email::Sender::parse(&config.mail_from, config.mail_reply_to.as_deref())
+            .map_err(|e| anyhow::anyhow!("e-mail configuration: {e}"))?;
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(engine, config, erp, token_path, created, deployed))
+    let email = Email { templates, sender };
+    runtime.block_on(serve(engine, config, erp, email, token_path, created, deployed))
 }
 
 /// The ERP connector, when the process folder has `connectors/erp.yaml`.
@@ -308,20 +380,39 @@ fn erp_connector(config: &Config) -> anyhow::Result<Option<ciclo_connectors::Erp
     Ok(Some(connector))
 }
 
+/// What the e-mail connector is built from, checked before the async runtime starts.
+struct Email {
+    templates: ciclo_connectors::email::Templates,
+    sender: ciclo_connectors::email::Sender,
+}
+
 async fn serve(
     engine: Engine,
     config: Config,
     erp: Option<ciclo_connectors::ErpConnector>,
+    email: Email,
     token_path: PathBuf,
     created: bool,
     deployed: usize,
 ) -> anyhow::Result<()> {
     let engine = Arc::new(engine);
     let mut connectors: Connectors = Default::default();
-    let outbox =
-        ciclo_connectors::Outbox::new(config.data.join("outbox"), config.mail_from.clone());
-    let outbox_dir = outbox.dir().to_path_buf();
-    connectors.insert("email".into(), Arc::new(outbox));
+    // Built inside the async runtime: lettre's connection pool starts a task of its own.
+    let (email, mail_line) = match &config.smtp {
+        Some(smtp) => (
+            ciclo_connectors::EmailConnector::smtp(smtp, email.sender, email.templates)?,
+            format!("e-mails go to the SMTP server {}", smtp.host),
+        ),
+        None => {
+            let outbox = ciclo_connectors::Outbox::new(config.data.join("outbox"));
+            let line = format!("e-mails go to the outbox {}", outbox.dir().display());
+            (
+                ciclo_connectors::EmailConnector::outbox(outbox, email.sender, email.templates),
+                line,
+            )
+        }
+    };
+    connectors.insert("email".into(), Arc::new(email));
     let erp_line = erp.as_ref().map(|erp| {
         format!(
             "ERP: {} at {}",
@@ -362,7 +453,7 @@ async fn serve(
         config.processes.display(),
         deployed
     );
-    println!("e-mails go to the outbox {}", outbox_dir.display());
+    println!("{mail_line}");
     if let Some(line) = erp_line {
         println!("{line}");
     }

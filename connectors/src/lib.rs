@@ -1,12 +1,14 @@
 //! Connectors behind the engine's `Connector` trait: the things a service or send task talks
-//! to. The outbox, where `send:` steps write their e-mails as `.eml` files; the ERP over HTTP
-//! JSON, described by a mapping file; and a fake ERP that stands in for a real one in tests and
-//! demos. SMTP, e-invoicing and external workers come with the rest of the connectors issue.
+//! to. E-mail (`email`: SMTP, or the outbox folder of `.eml` files); the ERP over HTTP JSON,
+//! described by a mapping file; and a fake ERP that stands in for a real one in tests and demos.
+//! E-invoicing and external workers come with the rest of the connectors issue.
 
+pub mod email;
 pub mod erp;
 pub mod fake_erp;
 pub mod outbox;
 
+pub use email::EmailConnector;
 pub use erp::{ErpConfig, ErpConnector, Secrets};
 pub use fake_erp::{FakeErp, FakeErpOptions};
 pub use outbox::Outbox;
