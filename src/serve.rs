@@ -355,7 +355,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     let email = Email { templates, sender };
-    runtime.block_on(serve(engine, config, erp, email, token_path, created, deployed))
+    runtime.block_on(serve(
+        engine, config, erp, email, token_path, created, deployed,
+    ))
 }
 
 /// The ERP connector, when the process folder has `connectors/erp.yaml`.
