@@ -322,3 +322,52 @@ async fn a_negative_message_ttl_is_refused() {
     let body: Value = r.json().await.expect("json");
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
 }
+
+const FAN: &str = r#"
+process: fan
+start: t
+steps:
+  t:
+    task: Item {{item}}
+    candidates: [clerks]
+    each: { in: items, as: item }
+"#;
+
+/// A multi-instance task over a list of 10,001 items is not a loop, but the runaway-loop
+/// guard (`MAX_STEPS_PER_EVENT`) stops it after 10,000 steps and opens one incident per
+/// remaining item ("stopped with the runaway loop"), flooding the incident list. A list
+/// that is too long should be one clear incident (or a refusal), not thousands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_each_list_does_not_open_an_incident_per_item() {
+    let procs = processes(&[("fan.yaml", FAN)]);
+    let data = tempfile::tempdir().expect("temp");
+    let s = Server::start(data.path(), procs.path());
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()
+        .expect("client");
+    let items: Vec<u32> = (0..10_001).collect();
+    let r = c
+        .post(format!("{}/api/instances", s.url))
+        .bearer_auth(&s.token)
+        .json(&json!({ "process": "fan", "variables": { "items": items } }))
+        .send()
+        .await
+        .expect("start");
+    assert!(r.status().is_success(), "start: {}", r.status());
+    let incidents: Value = c
+        .get(format!("{}/api/incidents?limit=500", s.url))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("incidents")
+        .json()
+        .await
+        .expect("json");
+    let n = incidents["items"].as_array().map_or(0, Vec::len);
+    assert!(
+        n <= 1,
+        "one start over 10,001 items opened {n}+ incidents, e.g. {}",
+        incidents["items"][1]
+    );
+}
