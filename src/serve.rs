@@ -287,6 +287,20 @@ fn ensure_admin_token(engine: &Engine, data: &Path) -> anyhow::Result<(PathBuf, 
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::resolve(&args)?;
     crate::logging::init(&config.log_format);
+    // Mistakes in the options are refused before anything is created on disk.
+    if std::net::ToSocketAddrs::to_socket_addrs(config.listen.as_str()).is_err() {
+        bail!(
+            "cannot listen on `{}`: give an address and port such as 127.0.0.1:8080",
+            config.listen
+        );
+    }
+    let processes_given = args.processes.is_some();
+    if processes_given && !config.processes.is_dir() {
+        bail!(
+            "the process folder {} does not exist",
+            config.processes.display()
+        );
+    }
     std::fs::create_dir_all(&config.data)
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
     let store = crate::data::open_store(&config.data, &config.store)?;

@@ -25,6 +25,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A file to deploy, as JSON.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct DeployRequest {
     /// The file name, used in problem locations (`order.yaml:3:7`).
     #[schema(example = "order.yaml")]

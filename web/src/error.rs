@@ -135,7 +135,9 @@ impl From<EngineError> for ApiError {
             | EngineError::UnknownInstance(_)
             | EngineError::UnknownTask { .. }
             | EngineError::UnknownIncident { .. } => ApiError::not_found(message),
-            EngineError::TaskTaken { .. } => ApiError::conflict(message),
+            EngineError::TaskTaken { .. } | EngineError::RequestKeyReused { .. } => {
+                ApiError::conflict(message)
+            }
             EngineError::Store(_) | EngineError::Corrupt(..) | EngineError::Random(_) => {
                 ApiError::internal(message)
             }

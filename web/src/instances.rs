@@ -40,6 +40,7 @@ const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// What to start.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct StartRequest {
     /// The process id.
     #[schema(example = "quote-approval")]
@@ -265,6 +266,7 @@ fn detail(engine: &Engine, id: Uuid) -> Result<InstanceDetail, ApiError> {
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 403, description = "The role may not start instances", body = ErrorBody),
         (status = 404, description = "No such process or version", body = ErrorBody),
+        (status = 409, description = "The Idempotency-Key was used for a different start", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
     ),
     security(("bearer" = []))

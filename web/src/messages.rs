@@ -20,6 +20,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// A message.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct MessageRequest {
     #[schema(example = "quote-accepted")]
     pub name: String,
@@ -67,8 +68,20 @@ fn ttl(text: &str) -> Result<jiff::SignedDuration, ApiError> {
     let bad =
         |e: String| ApiError::bad_request(format!("ttl `{text}` is not an ISO 8601 duration: {e}"));
     let span: jiff::Span = text.parse().map_err(|e: jiff::Error| bad(e.to_string()))?;
-    span.to_duration(jiff::SpanRelativeTo::days_are_24_hours())
-        .map_err(|e| bad(e.to_string()))
+    if span.get_years() != 0 || span.get_months() != 0 {
+        return Err(ApiError::bad_request(format!(
+            "ttl `{text}` uses months or years, whose length varies: give it in days or hours (P30D, PT12H)"
+        )));
+    }
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|e| bad(e.to_string()))?;
+    if duration.is_negative() {
+        return Err(ApiError::bad_request(format!(
+            "ttl `{text}` is negative: a time to live is zero or more"
+        )));
+    }
+    Ok(duration)
 }
 
 /// Correlate a message: delivered to every instance waiting for its name and key; else it

@@ -85,6 +85,7 @@ pub struct FormFieldView {
 
 /// Form values.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CompleteRequest {
     /// Field name -> value, a JSON object; checked against the task's form.
     #[schema(value_type = Option<Object>)]
@@ -93,6 +94,7 @@ pub struct CompleteRequest {
 
 /// Whom to give a task to.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AssignRequest {
     /// A user name; `null` or absent: back to the candidate groups.
     pub assignee: Option<String>,
@@ -287,6 +289,18 @@ async fn claim(
     };
     state
         .blocking(move |engine| {
+            // Held by someone else but offered to one of the caller's groups: a conflict (someone
+            // was quicker), not a matter of rights.
+            if let Some(record) = engine.store().task(path.instance, path.task)?
+                && let Some(holder) = &record.assignee
+                && holder != &user
+                && record.candidates.iter().any(|c| caller.groups.contains(c))
+            {
+                return Err(ApiError::conflict(format!(
+                    "task {} of instance {} is already claimed by {holder}",
+                    path.task, path.instance
+                )));
+            }
             task_for(engine, &caller, path.instance, path.task)?;
             let record =
                 engine.assign_task(path.instance, path.task, Some(&user), &caller.actor(), true)?;
@@ -357,6 +371,13 @@ async fn assign(
     caller.require(auth::OPERATE)?;
     state
         .blocking(move |engine| {
+            if let Some(name) = request.assignee.as_deref()
+                && engine.user(name)?.is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "no user `{name}`: create the user first (PUT /api/users/{{name}})"
+                )));
+            }
             let record = engine.assign_task(
                 path.instance,
                 path.task,

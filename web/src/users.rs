@@ -86,6 +86,7 @@ impl From<UserRecord> for UserView {
 
 /// A user's details, to create or replace them.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UserRequest {
     pub display_name: Option<String>,
     pub email: Option<String>,
@@ -96,6 +97,7 @@ pub struct UserRequest {
 
 /// A token to create.
 #[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     pub role: RoleName,
     /// The user the token acts for (must exist).

@@ -461,9 +461,10 @@ async fn tasks_are_claimed_and_completed_with_checked_form_values() {
         s.get("/api/tasks", &carol).await.expect(200)["items"],
         json!([])
     );
+    // Carol is in the task's group: alice was quicker, a conflict rather than a refusal.
     s.post(&format!("/api/tasks/{id}/{task}/claim"), &carol, json!({}))
         .await
-        .expect_error(403, "forbidden");
+        .expect_error(409, "conflict");
     // An operator sees every task.
     let operator = s.token(Role::Operator);
     assert_eq!(

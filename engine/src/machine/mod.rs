@@ -31,6 +31,9 @@ pub use state::*;
 /// How many steps one event may run before the machine stops the path with an incident.
 pub const MAX_STEPS_PER_EVENT: usize = 10_000;
 
+/// The most items a multi-instance step runs (each item is a path with its own scope).
+pub const MAX_ITEMS: usize = 1_000;
+
 /// A transition the machine refuses. Nothing changed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum MachineError {
@@ -1016,6 +1019,14 @@ impl<'a> Machine<'a> {
                 ));
             }
         };
+        if items.len() > MAX_ITEMS {
+            return Err(format!(
+                "`{}` has {} items, more than the {MAX_ITEMS} a multi-instance step runs at once: \
+                 split the list, or run a called process per batch",
+                multi.items.source(),
+                items.len()
+            ));
+        }
         self.arm_boundaries(t, step)?;
         if items.is_empty() {
             if let Some(collect) = &multi.collect {

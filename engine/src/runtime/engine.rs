@@ -61,6 +61,10 @@ pub enum EngineError {
         "process `{0}` has no start that a person or the API can trigger (it starts on a message or a timer)"
     )]
     NoPlainStart(String),
+    #[error(
+        "the request key `{key}` was used for another start (instance {instance}): use a new key for a new start"
+    )]
+    RequestKeyReused { key: String, instance: InstanceId },
     #[error("the message cannot be taken: {0}")]
     BadMessage(String),
     #[error(transparent)]
@@ -302,8 +306,10 @@ impl Engine {
     /// Parses a file together with the deployed table libraries.
     fn parse(&self, file: &str, source: &str) -> std::result::Result<parse::Library, Vec<Problem>> {
         let mut files = self.table_sources();
-        files.retain(|(f, _)| f != file);
-        let first_own = files.len();
+        // A table library is known by its file's name, wherever it was deployed from
+        // (`examples/lead-tables.yaml` at start, `processes/examples/lead-tables.yaml` from a
+        // terminal): deploying it again replaces it instead of declaring its tables twice.
+        files.retain(|(f, _)| base_name(f) != base_name(file));
         files.push((file.to_string(), source.to_string()));
         let library = parse::load(&files, &self.catalog);
         let own: Vec<Problem> = library
@@ -315,7 +321,6 @@ impl Engine {
         if !own.is_empty() {
             return Err(own);
         }
-        let _ = first_own;
         Ok(library)
     }
 
@@ -323,8 +328,9 @@ impl Engine {
     fn install(&self, record: &DefinitionRecord) -> std::result::Result<(), Vec<Problem>> {
         if record.process.starts_with(TABLES_PREFIX) {
             let mut defs = self.defs.write().unwrap_or_else(|e| e.into_inner());
+            // By file name (see `parse`): a later version deployed from another path replaces it.
             defs.table_files
-                .insert(record.file.clone(), record.source.clone());
+                .insert(base_name(&record.file).to_string(), record.source.clone());
             return Ok(());
         }
         let library = self.parse(&record.file, &record.source)?;
@@ -362,7 +368,7 @@ impl Engine {
         let mut batch = Batch::default();
         let mut records = Vec::new();
         if library.definitions.is_empty() {
-            let process = format!("{TABLES_PREFIX}{file}");
+            let process = format!("{TABLES_PREFIX}{}", base_name(file));
             let (version, unchanged) = self.next_version(&process, source)?;
             deployed.push(Deployed {
                 process: process.clone(),
@@ -476,6 +482,16 @@ impl Engine {
         if let Some(key) = &options.request_key
             && let Some(existing) = self.store.request_key(key)?
         {
+            // A retry of the same start gets the same instance; the same key on a different
+            // start is a client's mistake, not a retry, and must not pass for a success.
+            if let Some(record) = self.store.instance(existing)?
+                && (record.process != def.id || record.business_key != options.business_key)
+            {
+                return Err(EngineError::RequestKeyReused {
+                    key: key.clone(),
+                    instance: existing,
+                });
+            }
             return Ok(existing);
         }
         let id = Uuid::now_v7();
@@ -827,6 +843,16 @@ impl Engine {
                 tx.batch
                     .ops
                     .retain(|op| !matches!(op, Op::DeleteJob { job: j, .. } if *j == job.job));
+            } else if let JobOutcome::Failed(error) = &outcome {
+                // The retry's record carries why the attempt before it failed, for operators.
+                for op in &mut tx.batch.ops {
+                    if let Op::PutJob(next) = op
+                        && next.instance == instance
+                        && next.job == job.job
+                    {
+                        next.last_error = Some(error.clone());
+                    }
+                }
             }
             Ok(())
         })
@@ -1178,6 +1204,11 @@ impl Engine {
 
 /// File-name prefix of the records that hold table libraries.
 const TABLES_PREFIX: &str = "@tables/";
+
+/// The last component of a file name as the API or the command line gave it.
+fn base_name(file: &str) -> &str {
+    file.rsplit(['/', '\\']).next().unwrap_or(file)
+}
 
 fn as_text(v: &Value) -> Option<String> {
     match v {
