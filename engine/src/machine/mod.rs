@@ -19,8 +19,8 @@ use jiff::Timestamp;
 
 use crate::expr::{Context, Scope};
 use crate::model::{
-    Assignment, BoundaryEvent, CatchEvent, Choice, Definition, EndKind, FieldKind, MessageCatch,
-    Next, StartTrigger, Step, StepId, StepKind,
+    Assignment, Boundary, BoundaryEvent, CatchEvent, Choice, Definition, EndKind, FieldKind,
+    MessageCatch, Next, StartTrigger, Step, StepId, StepKind,
 };
 use crate::schedule::Schedule;
 use crate::store::{InstanceId, InstanceStatus};
@@ -1650,18 +1650,8 @@ impl<'a> Machine<'a> {
                 let Some(boundary) = step.boundary.get(i) else {
                     return;
                 };
-                self.history(
-                    "timer fired",
-                    Some(step.id),
-                    format!("boundary to {}", boundary.target.name),
-                );
-                if boundary.interrupting {
-                    self.interrupt(t);
-                    self.move_to(t, boundary.target.id);
-                } else {
-                    let scope = self.scope_of(t);
-                    let nt = self.new_token(boundary.target.id, scope, false);
-                    self.queue.push_back(nt);
+                self.boundary_fired(t, step, boundary, "timer fired");
+                if !boundary.interrupting {
                     // A cycle fires again; a missed period after downtime is skipped, so an
                     // overdue timer fires once.
                     let schedule = match &boundary.event {
@@ -1735,20 +1725,26 @@ impl<'a> Machine<'a> {
                 for (name, value) in vars {
                     self.set_var(t, &name, value);
                 }
-                self.history(
-                    "message received",
-                    Some(step.id),
-                    format!("boundary to {}", boundary.target.name),
-                );
-                if boundary.interrupting {
-                    self.interrupt(t);
-                    self.move_to(t, boundary.target.id);
-                } else {
-                    let scope = self.scope_of(t);
-                    let nt = self.new_token(boundary.target.id, scope, false);
-                    self.queue.push_back(nt);
-                }
+                self.boundary_fired(t, step, boundary, "message received");
             }
+        }
+    }
+
+    /// A boundary event of `t`'s step happened: an interrupting one cancels the step and moves
+    /// `t` to the event's path; a non-interrupting one starts that path beside the step.
+    fn boundary_fired(&mut self, t: u64, step: &Step, boundary: &Boundary, what: &str) {
+        self.history(
+            what,
+            Some(step.id),
+            format!("boundary to {}", boundary.target.name),
+        );
+        if boundary.interrupting {
+            self.interrupt(t);
+            self.move_to(t, boundary.target.id);
+        } else {
+            let scope = self.scope_of(t);
+            let nt = self.new_token(boundary.target.id, scope, false);
+            self.queue.push_back(nt);
         }
     }
 }
