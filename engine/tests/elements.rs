@@ -283,6 +283,17 @@ fn jobs_retry_with_the_same_key_then_raise_an_incident_that_can_be_retried() {
     h.engine
         .retry_incident(id, incidents[0].incident, "ops")
         .unwrap();
+    // A retried incident starts a new round of attempts: the first runs at once, not after
+    // a backoff grown from every attempt so far.
+    let retried = h
+        .engine
+        .store()
+        .jobs_of(id)
+        .unwrap()
+        .pop()
+        .expect("job again");
+    assert_eq!(retried.due, h.clock.now_ts());
+    assert_eq!(retried.attempt, 4);
     h.clock.advance(SignedDuration::from_secs(10));
     h.run_jobs(|job| {
         keys.push(job.key.clone());

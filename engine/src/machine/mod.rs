@@ -771,12 +771,19 @@ impl<'a> Machine<'a> {
             }) => *job,
             _ => self.st.fresh_id(),
         };
-        let due = if attempt == 1 {
+        // Backoff grows within one round of retries; a retried incident starts a new round,
+        // whose first attempt runs at once (a person asked for it).
+        let max_attempts = match &step.kind {
+            StepKind::Service { retry, .. } | StepKind::Send { retry, .. } => retry.max_attempts,
+            _ => 1,
+        };
+        let in_round = max_attempts.saturating_sub(retries_left).max(1);
+        let due = if attempt == 1 || in_round == 1 {
             self.now
         } else {
             // A backoff past the end of time (a policy of thousands of years) waits until then.
             self.now
-                .checked_add(self.backoff(step, job, attempt))
+                .checked_add(self.backoff(step, job, attempt, in_round))
                 .unwrap_or(Timestamp::MAX)
         };
         self.out.push(Command::EnqueueJob {
@@ -804,13 +811,13 @@ impl<'a> Machine<'a> {
 
     /// Exponential backoff with jitter. The jitter is drawn from the instance, job and attempt
     /// so that the machine stays a pure function (the same inputs give the same due time).
-    fn backoff(&self, step: &Step, job: u64, attempt: u32) -> jiff::SignedDuration {
+    fn backoff(&self, step: &Step, job: u64, attempt: u32, in_round: u32) -> jiff::SignedDuration {
         let policy = match &step.kind {
             StepKind::Service { retry, .. } | StepKind::Send { retry, .. } => retry.clone(),
             _ => Default::default(),
         };
         let base = policy.initial_backoff.as_millis().max(1) as f64;
-        let exp = base * 2f64.powi(attempt.saturating_sub(2).min(30) as i32);
+        let exp = base * 2f64.powi(in_round.saturating_sub(2).min(30) as i32);
         let capped = exp.min(policy.max_backoff.as_millis().max(1) as f64);
         let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
         for byte in self
