@@ -960,3 +960,41 @@ steps:
             .contains(&"task claimed ask by ann".to_string())
     );
 }
+
+/// Texts that are stored and shown later (business keys, message names and keys) cannot carry
+/// control characters or be unbounded: a line break would fake a line in a terminal or a log.
+#[test]
+fn control_characters_and_huge_keys_are_refused() {
+    let h = Harness::new(&[SCORE]);
+    let options = |key: &str| StartOptions {
+        vars: vars(serde_json::json!({"amount": 1})),
+        business_key: Some(key.to_string()),
+        ..Default::default()
+    };
+    for bad in [
+        "Q-1\r\nfake line",
+        "\u{1b}[31mRED",
+        "\u{202E}evil",
+        &"x".repeat(201),
+    ] {
+        let refused = h.engine.start("score", options(bad));
+        assert!(
+            matches!(refused, Err(EngineError::BadInput(_))),
+            "{bad:?}: {refused:?}"
+        );
+    }
+    assert!(
+        h.engine
+            .start("score", options("Q-2027/7 Müller & Co"))
+            .is_ok()
+    );
+    let message = Message {
+        name: "paid\u{0}".into(),
+        key: "k".into(),
+        ..Default::default()
+    };
+    assert!(matches!(
+        h.engine.correlate(message),
+        Err(EngineError::BadInput(_))
+    ));
+}

@@ -129,6 +129,7 @@ impl From<EngineError> for ApiError {
             EngineError::Refused(MachineError::NoSuchStart { .. })
             | EngineError::NoPlainStart(_)
             | EngineError::BadMessage(_)
+            | EngineError::BadInput(_)
             | EngineError::BadUser(_) => ApiError::bad_request(message),
             EngineError::UnknownProcess(_)
             | EngineError::UnknownVersion { .. }

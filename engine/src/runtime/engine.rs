@@ -65,6 +65,8 @@ pub enum EngineError {
         "the request key `{key}` was used for another start (instance {instance}): use a new key for a new start"
     )]
     RequestKeyReused { key: String, instance: InstanceId },
+    #[error("{0}")]
+    BadInput(String),
     #[error("the message cannot be taken: {0}")]
     BadMessage(String),
     #[error(transparent)]
@@ -472,6 +474,12 @@ impl Engine {
         start: usize,
         options: StartOptions,
     ) -> Result<InstanceId> {
+        if let Some(key) = &options.business_key {
+            check_text("the business key", key, 200)?;
+        }
+        if let Some(key) = &options.request_key {
+            check_text("the idempotency key", key, 300)?;
+        }
         // A request key makes a retried start return the first one's instance.
         let _key_guard = options.request_key.as_ref().map(|k| {
             let h = k.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
@@ -949,6 +957,11 @@ impl Engine {
     /// Correlates a message: to the instances waiting for it, else to a message start event,
     /// else buffered for its time to live.
     pub fn correlate(&self, message: Message) -> Result<Correlation> {
+        check_text("the message name", &message.name, 200)?;
+        check_text("the message key", &message.key, 500)?;
+        if let Some(id) = &message.id {
+            check_text("the message id", id, 300)?;
+        }
         let now = self.clock.now();
         let _guard = lock(&self.correlation);
         if let Some(id) = &message.id
@@ -1200,6 +1213,27 @@ impl Engine {
         tx.commit()?;
         Ok(value)
     }
+}
+
+/// Refuses a text given from outside that would be stored and shown later: control characters
+/// (a line break could fake a line in a terminal or a log) and bidirectional overrides (they
+/// reverse how the text reads), and texts longer than `max` characters.
+fn check_text(what: &str, text: &str, max: usize) -> Result<()> {
+    if text.chars().count() > max {
+        return Err(EngineError::BadInput(format!(
+            "{what} is longer than {max} characters"
+        )));
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_control() || matches!(*c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}'))
+    {
+        return Err(EngineError::BadInput(format!(
+            "{what} contains the control character U+{:04X}: use printable text",
+            c as u32
+        )));
+    }
+    Ok(())
 }
 
 /// File-name prefix of the records that hold table libraries.
