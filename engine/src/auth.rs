@@ -63,6 +63,15 @@ pub(crate) fn check_name(what: &str, name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("the {what} {name:?} contains a control character"));
     }
+    // Bidirectional overrides make a name read differently from what it is.
+    if name
+        .chars()
+        .any(|c| matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{200E}' | '\u{200F}'))
+    {
+        return Err(format!(
+            "the {what} {name:?} contains a bidirectional control character"
+        ));
+    }
     Ok(())
 }
 
