@@ -1417,3 +1417,32 @@ pub fn acknowledged_commits_survive_sigkill(test: &str, open: Open<'_>) {
         present.len()
     );
 }
+
+/// 64 threads committing at once share flushes (group commit), and every commit is there.
+pub fn concurrent_commits_share_flushes(store: &dyn Store, stats: impl Fn() -> super::StoreStats) {
+    const THREADS: u128 = 64;
+    const COMMITS: u128 = 20;
+    std::thread::scope(|scope| {
+        for thread in 0..THREADS {
+            scope.spawn(move || {
+                for n in 0..COMMITS {
+                    let mut record = instance(0, "load", InstanceStatus::Active);
+                    record.id = id(thread * 1000 + n + 1);
+                    commit(store, vec![Op::PutInstance(record)]);
+                }
+            });
+        }
+    });
+    let stats = stats();
+    assert_eq!(stats.commits, (THREADS * COMMITS) as u64);
+    assert!(
+        stats.flushes < stats.commits,
+        "group commit: {} flushes for {} commits",
+        stats.flushes,
+        stats.commits
+    );
+    assert_eq!(
+        store.instances(&InstanceFilter::default()).unwrap().len(),
+        (THREADS * COMMITS) as usize
+    );
+}

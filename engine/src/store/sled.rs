@@ -913,7 +913,6 @@ impl SledStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::InstanceStatus;
     use crate::store::conformance::{self, Fixture, at, commit, conformance_tests, id};
 
     fn sled() -> Fixture {
@@ -940,32 +939,7 @@ mod tests {
     fn concurrent_commits_share_flushes() {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(SledOptions::new(dir.path())).unwrap();
-        const THREADS: u128 = 64;
-        const COMMITS: u128 = 20;
-        std::thread::scope(|scope| {
-            for thread in 0..THREADS {
-                let store = &store;
-                scope.spawn(move || {
-                    for n in 0..COMMITS {
-                        let mut record = conformance::instance(0, "load", InstanceStatus::Active);
-                        record.id = id(thread * 1000 + n + 1);
-                        commit(store, vec![Op::PutInstance(record)]);
-                    }
-                });
-            }
-        });
-        let stats = store.stats();
-        assert_eq!(stats.commits, (THREADS * COMMITS) as u64);
-        assert!(
-            stats.flushes < stats.commits,
-            "group commit: {} flushes for {} commits",
-            stats.flushes,
-            stats.commits
-        );
-        assert_eq!(
-            store.instances(&InstanceFilter::default()).unwrap().len(),
-            (THREADS * COMMITS) as usize
-        );
+        conformance::concurrent_commits_share_flushes(&store, || store.stats());
     }
 
     #[test]
