@@ -63,6 +63,9 @@ struct FileConfig {
     /// Base URL of the ERP, read by the ERP mapping as `{{erp_url}}` (also `CICLO_ERP_URL`).
     /// Needed when `<processes>/connectors/erp.yaml` exists.
     erp_url: Option<String>,
+    /// A PEM file of certificate authorities the ERP client trusts besides the system's (also
+    /// `CICLO_ERP_CA_FILE`), for an `https://` ERP behind a company CA.
+    erp_ca_file: Option<PathBuf>,
     /// People and their groups, created or updated at start.
     #[serde(default)]
     users: Vec<FileUser>,
@@ -98,7 +101,88 @@ struct FileSmtp {
     from: Option<String>,
     /// The `Reply-To:` address. Default: none.
     reply_to: Option<String>,
+    /// A PEM file of certificate authorities to trust besides the system's (a company CA, a
+    /// test server). Relative to the working folder.
+    ca_file: Option<PathBuf>,
 }
+
+impl FileSmtp {
+    /// The `[smtp]` table with the `CICLO_SMTP_*` environment variables laid over it (each
+    /// wins over its key). `CICLO_SMTP_HOST` alone turns SMTP on; `CICLO_SMTP_PASSWORD` holds
+    /// the password itself, for containers whose secrets arrive as variables.
+    fn with_env(
+        file: Option<FileSmtp>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<Option<(FileSmtp, Option<String>)>> {
+        let var = |name: &str| env(name).filter(|v| !v.trim().is_empty());
+        let host = var("CICLO_SMTP_HOST");
+        let mut smtp = match (file, host) {
+            (Some(mut smtp), host) => {
+                if let Some(host) = host {
+                    smtp.host = host;
+                }
+                smtp
+            }
+            (None, Some(host)) => FileSmtp {
+                host,
+                port: None,
+                tls: None,
+                user: None,
+                password_env: None,
+                from: None,
+                reply_to: None,
+                ca_file: None,
+            },
+            (None, None) => {
+                let stray: Vec<&str> = SMTP_VARS
+                    .iter()
+                    .copied()
+                    .filter(|v| *v != "CICLO_SMTP_HOST" && var(v).is_some())
+                    .collect();
+                if !stray.is_empty() {
+                    bail!(
+                        "{} set but no SMTP server: set CICLO_SMTP_HOST or [smtp] host in ciclo.toml",
+                        stray.join(", ")
+                    );
+                }
+                return Ok(None);
+            }
+        };
+        if let Some(port) = var("CICLO_SMTP_PORT") {
+            smtp.port = Some(port.trim().parse().map_err(|_| {
+                anyhow::anyhow!("CICLO_SMTP_PORT must be a port number (1-65535), not {port:?}")
+            })?);
+        }
+        if let Some(tls) = var("CICLO_SMTP_TLS") {
+            smtp.tls = Some(tls);
+        }
+        if let Some(user) = var("CICLO_SMTP_USER") {
+            smtp.user = Some(user);
+        }
+        if let Some(from) = var("CICLO_SMTP_FROM") {
+            smtp.from = Some(from);
+        }
+        if let Some(reply_to) = var("CICLO_SMTP_REPLY_TO") {
+            smtp.reply_to = Some(reply_to);
+        }
+        if let Some(ca) = var("CICLO_SMTP_CA_FILE") {
+            smtp.ca_file = Some(PathBuf::from(ca));
+        }
+        Ok(Some((smtp, env("CICLO_SMTP_PASSWORD"))))
+    }
+}
+
+/// The environment variables that configure SMTP (docs/connectors.md).
+const SMTP_VARS: [&str; 8] = [
+    "CICLO_SMTP_HOST",
+    "CICLO_SMTP_PORT",
+    "CICLO_SMTP_TLS",
+    "CICLO_SMTP_USER",
+    "CICLO_SMTP_PASSWORD",
+    "CICLO_SMTP_FROM",
+    "CICLO_SMTP_REPLY_TO",
+    "CICLO_SMTP_CA_FILE",
+];
 
 /// The resolved configuration.
 #[derive(Debug)]
@@ -116,6 +200,7 @@ pub struct Config {
     pub public_metrics: bool,
     pub max_body_bytes: usize,
     pub erp_url: Option<String>,
+    pub erp_ca_file: Option<PathBuf>,
     users: Vec<FileUser>,
 }
 
@@ -143,24 +228,39 @@ impl Config {
         if log_format != "human" && log_format != "json" {
             bail!("unknown log format `{log_format}`: use `human` or `json`");
         }
-        let (smtp, smtp_from, mail_reply_to) = match file.smtp {
-            Some(smtp) => {
+        let env = |name: &str| std::env::var(name).ok();
+        let (smtp, smtp_from, mail_reply_to) = match FileSmtp::with_env(file.smtp, &env)? {
+            Some((smtp, env_password)) => {
                 let security: ciclo_connectors::email::Security = smtp
                     .tls
                     .as_deref()
                     .unwrap_or("starttls")
                     .parse()
                     .map_err(|e| anyhow::anyhow!("[smtp] {e}"))?;
-                let login = match (smtp.user, smtp.password_env) {
-                    (Some(user), Some(var)) => {
-                        let password = std::env::var(&var).with_context(|| {
-                            format!("[smtp] the password variable {var} is not set")
-                        })?;
+                let password = match (env_password, &smtp.password_env) {
+                    (Some(password), _) => Some(password),
+                    (None, Some(var)) => Some(std::env::var(var).with_context(|| {
+                        format!("[smtp] the password variable {var} is not set")
+                    })?),
+                    (None, None) => None,
+                };
+                let login = match (smtp.user, password) {
+                    (Some(user), Some(password)) => {
                         Some((user, ciclo_connectors::email::Password::new(password)))
                     }
-                    (Some(_), None) => bail!("[smtp] user is set but password_env is not"),
-                    (None, Some(_)) => bail!("[smtp] password_env is set but user is not"),
+                    (Some(_), None) => bail!(
+                        "[smtp] user is set but no password: set password_env in ciclo.toml or CICLO_SMTP_PASSWORD"
+                    ),
+                    (None, Some(_)) => bail!(
+                        "[smtp] a password is set but no user: set user in ciclo.toml or CICLO_SMTP_USER"
+                    ),
                     (None, None) => None,
+                };
+                let extra_roots_pem = match &smtp.ca_file {
+                    Some(path) => Some(std::fs::read(path).with_context(|| {
+                        format!("[smtp] cannot read the CA file {}", path.display())
+                    })?),
+                    None => None,
                 };
                 let options = ciclo_connectors::email::SmtpOptions {
                     host: smtp.host,
@@ -168,6 +268,7 @@ impl Config {
                     security,
                     login,
                     timeout: std::time::Duration::from_secs(30),
+                    extra_roots_pem,
                 };
                 (Some(options), smtp.from, smtp.reply_to)
             }
@@ -203,6 +304,11 @@ impl Config {
                 .ok()
                 .filter(|u| !u.trim().is_empty())
                 .or(file.erp_url),
+            erp_ca_file: std::env::var("CICLO_ERP_CA_FILE")
+                .ok()
+                .filter(|p| !p.trim().is_empty())
+                .map(PathBuf::from)
+                .or(file.erp_ca_file),
             users: file.users,
         })
     }
@@ -312,6 +418,13 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             .connectors
             .insert("erp".into(), erp.operations().map(str::to_string).collect());
     }
+    // E-mail templates are checked now, so a broken one refuses the start instead of failing
+    // the first customer's e-mail, and deploys refuse a `send:` naming a template that is not
+    // there (the same set an API deploy is checked against later).
+    let templates_dir = config.processes.join("templates");
+    let templates = ciclo_connectors::email::Templates::load(&templates_dir)
+        .map_err(|e| anyhow::anyhow!("e-mail templates: {e}"))?;
+    catalog.templates = Some(templates.names().map(str::to_string).collect());
     let engine = Engine::open(store, Arc::new(SystemClock), catalog)?;
 
     // Deploy the process folder: a file with problems stops the start, with every problem.
@@ -355,11 +468,6 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     }
     let (token_path, created) = ensure_admin_token(&engine, &config.data)?;
 
-    // E-mail templates are checked now, so a broken one refuses the start instead of failing
-    // the first customer's e-mail.
-    let templates_dir = config.processes.join("templates");
-    let templates = ciclo_connectors::email::Templates::load(&templates_dir)
-        .map_err(|e| anyhow::anyhow!("e-mail templates: {e}"))?;
     let sender =
         ciclo_connectors::email::Sender::parse(&config.mail_from, config.mail_reply_to.as_deref())
             .map_err(|e| anyhow::anyhow!("e-mail configuration: {e}"))?;
@@ -391,8 +499,25 @@ fn erp_connector(config: &Config) -> anyhow::Result<Option<ciclo_connectors::Erp
         );
         return Ok(None);
     };
-    let connector =
-        ciclo_connectors::ErpConnector::new(mapping, url, ciclo_connectors::Secrets::from_env())?;
+    let extra_roots = match &config.erp_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .with_context(|| format!("cannot read the ERP CA file {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let connector = ciclo_connectors::ErpConnector::with_extra_roots(
+        mapping,
+        url,
+        ciclo_connectors::Secrets::from_env(),
+        extra_roots.as_deref(),
+    )?;
+    if url.starts_with("http://") && !is_local_url(url) {
+        tracing::warn!(
+            url = %url,
+            "the ERP is reached over plain http: its token and orders cross the network unencrypted; use https://"
+        );
+    }
     Ok(Some(connector))
 }
 
@@ -519,5 +644,101 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = ctrl_c => {}
         _ = term => {}
+    }
+}
+
+/// Whether an `http://` address names this machine (where plain HTTP is harmless).
+fn is_local_url(url: &str) -> bool {
+    let rest = url.trim_start_matches("http://");
+    let host = rest.split(['/', '?']).next().unwrap_or_default();
+    let host = match host.rsplit_once(':') {
+        Some((h, port)) if port.chars().all(|c| c.is_ascii_digit()) => h,
+        _ => host,
+    };
+    host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(pairs: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn file_smtp() -> FileSmtp {
+        toml::from_str::<FileConfig>(
+            "[smtp]\nhost = \"mail.example\"\nport = 587\nuser = \"ciclo\"\npassword_env = \"MAIL_PW\"\n",
+        )
+        .unwrap()
+        .smtp
+        .unwrap()
+    }
+
+    #[test]
+    fn smtp_environment_variables_override_the_file_key_by_key() {
+        let (smtp, password) = FileSmtp::with_env(
+            Some(file_smtp()),
+            &env(&[
+                ("CICLO_SMTP_HOST", "relay.example"),
+                ("CICLO_SMTP_PORT", "2525"),
+                ("CICLO_SMTP_TLS", "tls"),
+                ("CICLO_SMTP_PASSWORD", "pw"),
+                ("CICLO_SMTP_CA_FILE", "/etc/ca.pem"),
+            ]),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(smtp.host, "relay.example");
+        assert_eq!(smtp.port, Some(2525));
+        assert_eq!(smtp.tls.as_deref(), Some("tls"));
+        assert_eq!(smtp.user.as_deref(), Some("ciclo"), "kept from the file");
+        assert_eq!(smtp.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+        assert_eq!(password.as_deref(), Some("pw"));
+    }
+
+    #[test]
+    fn the_host_variable_alone_turns_smtp_on_and_stray_variables_are_refused() {
+        let (smtp, password) = FileSmtp::with_env(None, &env(&[("CICLO_SMTP_HOST", "localhost")]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(smtp.host, "localhost");
+        assert_eq!(smtp.port, None);
+        assert!(password.is_none());
+
+        assert!(FileSmtp::with_env(None, &env(&[])).unwrap().is_none());
+        let error = FileSmtp::with_env(None, &env(&[("CICLO_SMTP_USER", "x")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            error.contains("CICLO_SMTP_USER") && error.contains("CICLO_SMTP_HOST"),
+            "{error}"
+        );
+
+        let error = FileSmtp::with_env(Some(file_smtp()), &env(&[("CICLO_SMTP_PORT", "smtp")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("CICLO_SMTP_PORT"), "{error}");
+    }
+
+    #[test]
+    fn only_loopback_http_addresses_count_as_local() {
+        assert!(is_local_url("http://127.0.0.1:8090"));
+        assert!(is_local_url("http://localhost/orders"));
+        assert!(!is_local_url("http://erp.example:8080"));
+        assert!(is_local_url("http://[::1]:8090/x"));
+        assert!(!is_local_url("http://127.0.0.1.evil.example"));
     }
 }

@@ -66,8 +66,8 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
         .collect();
     folders.sort();
     folders.dedup();
-    for folder in folders {
-        let Ok(entries) = std::fs::read_dir(&folder) else {
+    for folder in &folders {
+        let Ok(entries) = std::fs::read_dir(folder) else {
             continue;
         };
         let mut siblings: Vec<PathBuf> = entries
@@ -92,6 +92,7 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     }
     let mut catalog = Catalog::standard();
     catalog.processes = known;
+    catalog.templates = template_names(&folders);
     let library = parse::load(&context, &catalog);
     let problems: Vec<_> = library
         .problems
@@ -112,6 +113,34 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     }
     eprintln!("{} problem(s)", problems.len());
     ExitCode::from(1)
+}
+
+/// The e-mail templates of the folders' `templates/` subfolders, or their parents' (as the server
+/// loads them), so
+/// a `send:` naming a missing one is reported before deploying; `None` when no folder has one
+/// (a file checked on its own) or one does not load (the server reports that at start).
+fn template_names(folders: &[PathBuf]) -> Option<std::collections::BTreeSet<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut any = false;
+    for folder in folders {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder.as_path()
+        };
+        // The server reads `<processes>/templates` and deploys the files of sub-folders too
+        // (`processes/examples/x.yaml`), so look next to the file, then one folder up.
+        let Some(dir) = std::iter::once(folder.join("templates"))
+            .chain(folder.parent().map(|p| p.join("templates")))
+            .find(|d| d.is_dir())
+        else {
+            continue;
+        };
+        any = true;
+        let templates = ciclo_connectors::email::Templates::load(&dir).ok()?;
+        names.extend(templates.names().map(str::to_string));
+    }
+    any.then_some(names)
 }
 
 /// The process id a file declares (`process: quote-approval`), read without parsing it.

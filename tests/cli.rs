@@ -180,3 +180,41 @@ fn a_bad_flag_is_a_user_error_and_help_is_not_an_error() {
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("--idempotency-key"));
 }
+
+#[test]
+fn validate_reports_a_send_step_whose_template_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("processes");
+    std::fs::create_dir_all(folder.join("templates/welcome")).unwrap();
+    for file in ["subject.hbs", "body.html.hbs", "body.txt.hbs"] {
+        std::fs::write(
+            folder.join("templates/welcome").join(file),
+            "Hello {{name}}",
+        )
+        .unwrap();
+    }
+    let process = "process: greet\nstart: mail\nsteps:\n  mail:\n    send: welcom\n    to: email\n    goto: done\n  done: { end: true }\n";
+    std::fs::write(folder.join("greet.yaml"), process).unwrap();
+    let file = folder.join("greet.yaml");
+    let out = ciclo(&["validate", file.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("greet.yaml:5:11: CICLO-E0137 unknown e-mail template `welcom`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `welcome`?"), "{err}");
+
+    // The right name passes; a file far from any templates folder is not checked for them.
+    std::fs::write(&file, process.replace("welcom\n", "welcome\n")).unwrap();
+    let out = ciclo(&["validate", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let alone = tempfile::tempdir().unwrap();
+    let lone = alone.path().join("greet.yaml");
+    std::fs::write(&lone, process).unwrap();
+    assert!(
+        ciclo(&["validate", lone.to_str().unwrap()])
+            .status
+            .success()
+    );
+}

@@ -377,6 +377,21 @@ async fn bad_input_gets_clear_errors_and_the_server_stays_up() {
     assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
     let body: Value = r.json().await.unwrap();
     assert!(body.to_string().contains("bad.yaml:5:"), "{body}");
+    // A send step whose e-mail template the server does not have: refused at deploy, not at
+    // the first customer's e-mail.
+    let r = deploy(
+        &c,
+        &s,
+        "mail.yaml",
+        "process: mail\nstart: m\nsteps:\n  m:\n    send: no-such-template\n    to: email\n",
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body.to_string().contains("CICLO-E0137") && body.to_string().contains("mail.yaml:5:11"),
+        "{body}"
+    );
     // No token: 401; a token of the wrong role: 403.
     let r = c.get(url("/api/instances")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);

@@ -638,3 +638,190 @@ fn the_example_templates_load_and_cover_the_example_processes() {
         }
     }
 }
+
+/// A certificate for `localhost` made for this test, and a login the server accepts.
+struct Tls {
+    _dir: tempfile::TempDir,
+    cert_path: String,
+    key_path: String,
+    cert_pem: String,
+}
+
+fn tls_files() -> Tls {
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()])
+        .expect("a self-signed certificate");
+    let dir = tempfile::tempdir().unwrap();
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    let cert_pem = certified.cert.pem();
+    std::fs::write(&cert_path, &cert_pem).unwrap();
+    std::fs::write(&key_path, certified.signing_key.serialize_pem()).unwrap();
+    Tls {
+        cert_path: cert_path.to_string_lossy().into_owned(),
+        key_path: key_path.to_string_lossy().into_owned(),
+        cert_pem,
+        _dir: dir,
+    }
+}
+
+/// The recorder, also accepting one login by AUTH PLAIN and noting who logged in.
+#[derive(Clone)]
+struct LoginRecorder {
+    recorder: Recorder,
+    logins: Arc<Mutex<Vec<String>>>,
+}
+
+impl Handler for LoginRecorder {
+    fn mail(&mut self, ip: std::net::IpAddr, domain: &str, from: &str) -> Response {
+        self.recorder.mail(ip, domain, from)
+    }
+    fn rcpt(&mut self, to: &str) -> Response {
+        self.recorder.rcpt(to)
+    }
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.recorder.data(buf)
+    }
+    fn data_end(&mut self) -> Response {
+        self.recorder.data_end()
+    }
+    fn auth_plain(&mut self, _authz: &str, user: &str, password: &str) -> Response {
+        if user == "ciclo" && password == "s3cret" {
+            self.logins.lock().unwrap().push(user.to_string());
+            mailin_embedded::response::AUTH_OK
+        } else {
+            mailin_embedded::response::INVALID_CREDENTIALS
+        }
+    }
+}
+
+/// A real SMTP server that offers STARTTLS with `tls`'s certificate and AUTH PLAIN (mailin
+/// offers AUTH only once the connection is encrypted).
+fn start_tls_server(tls: &Tls) -> (u16, Arc<Mutex<Vec<Received>>>, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    let port = listener.local_addr().unwrap().port();
+    let inbox = Arc::new(Mutex::new(Vec::new()));
+    let logins = Arc::new(Mutex::new(Vec::new()));
+    let mut server = Server::new(LoginRecorder {
+        recorder: Recorder {
+            inbox: inbox.clone(),
+            current: Received::default(),
+        },
+        logins: logins.clone(),
+    });
+    server
+        .with_name("localhost")
+        .with_ssl(SslConfig::SelfSigned {
+            cert_path: tls.cert_path.clone(),
+            key_path: tls.key_path.clone(),
+        })
+        .expect("TLS set-up")
+        .with_auth(mailin_embedded::AuthMechanism::Plain)
+        .with_tcp_listener(listener);
+    std::thread::spawn(move || {
+        if let Err(e) = server.serve() {
+            eprintln!("the test SMTP server stopped: {e}");
+        }
+    });
+    (port, inbox, logins)
+}
+
+fn tls_options(port: u16, roots: Option<&str>, password: &str) -> SmtpOptions {
+    SmtpOptions {
+        host: "localhost".into(),
+        port: Some(port),
+        security: ciclo_connectors::email::Security::StartTls,
+        login: Some((
+            "ciclo".into(),
+            ciclo_connectors::email::Password::new(password),
+        )),
+        timeout: Duration::from_secs(10),
+        extra_roots_pem: roots.map(|pem| pem.as_bytes().to_vec()),
+    }
+}
+
+#[tokio::test]
+async fn starttls_with_login_delivers_to_a_server_whose_ca_is_trusted() {
+    let tls = tls_files();
+    let (port, inbox, logins) = start_tls_server(&tls);
+    let (_dir, templates) = templates();
+    let email = EmailConnector::smtp(
+        &tls_options(port, Some(&tls.cert_pem), "s3cret"),
+        sender(),
+        templates,
+    )
+    .expect("connector");
+    let outcome = email
+        .call(request(
+            "tls-1",
+            serde_json::json!({
+                "to": "ann@customer.example",
+                "quote": {"number": "Q-TLS-1"},
+                "company": "ACME",
+                "link": LINK,
+            }),
+        ))
+        .await;
+    sent(&outcome);
+    assert_eq!(*logins.lock().unwrap(), vec!["ciclo".to_string()]);
+    let received = inbox.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0].to, vec!["ann@customer.example".to_string()]);
+    let parsed = MessageParser::default().parse(&received[0].data).unwrap();
+    assert!(parsed.subject().unwrap().contains("Q-TLS-1"));
+}
+
+#[tokio::test]
+async fn starttls_refuses_an_untrusted_certificate_and_a_wrong_password_is_no_business_error() {
+    let tls = tls_files();
+    let (port, inbox, logins) = start_tls_server(&tls);
+    let input = serde_json::json!({
+        "to": "ann@customer.example",
+        "quote": {"number": "Q-TLS-2"},
+        "company": "ACME",
+        "link": LINK,
+    });
+
+    // No extra root: the self-signed certificate is not trusted, nothing is sent, and the job
+    // is a technical failure (retried, then an incident), never "sent".
+    let (_dir, untrusted_templates) = templates();
+    let untrusted = EmailConnector::smtp(
+        &tls_options(port, None, "s3cret"),
+        sender(),
+        untrusted_templates,
+    )
+    .unwrap();
+    match untrusted.call(request("tls-2", input.clone())).await {
+        JobOutcome::Failed(message) => {
+            assert!(message.to_lowercase().contains("certificate"), "{message}")
+        }
+        other => panic!("an untrusted certificate must fail the job: {other:?}"),
+    }
+
+    // Trusted, wrong password: the server refuses the login (535), which is ours to fix in the
+    // configuration, so a failure, not the business error EMAIL_REJECTED.
+    let (_dir2, wrong_templates) = templates();
+    let wrong = EmailConnector::smtp(
+        &tls_options(port, Some(&tls.cert_pem), "wrong"),
+        sender(),
+        wrong_templates,
+    )
+    .unwrap();
+    match wrong.call(request("tls-3", input)).await {
+        JobOutcome::Failed(_) => {}
+        other => panic!("a refused login must be a technical failure: {other:?}"),
+    }
+    assert!(inbox.lock().unwrap().is_empty());
+    assert!(logins.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_ca_file_that_is_not_pem_is_refused_at_start() {
+    let (_dir, templates) = templates();
+    let mut options = tls_options(1, None, "x");
+    options.extra_roots_pem = Some(b"not a certificate".to_vec());
+    let error = match EmailConnector::smtp(&options, sender(), templates) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a CA file without a certificate must be refused"),
+    };
+    assert!(error.contains("BEGIN CERTIFICATE"), "{error}");
+}

@@ -256,3 +256,101 @@ async fn the_control_endpoint_changes_the_fakes_behaviour() {
         .unwrap();
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
 }
+
+/// The fake ERP behind TLS (tokio-rustls in front of its axum router), with a certificate for
+/// `localhost` made for the test. Returns the `https://localhost:PORT` address and the
+/// certificate's PEM.
+async fn fake_over_tls() -> (String, String) {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use hyper_util::service::TowerToHyperService;
+    use tokio_rustls::rustls;
+
+    let certified = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let cert_pem = certified.cert.pem();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![certified.cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(certified.signing_key.serialize_der().into()),
+        )
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let erp = FakeErp::new(FakeErpOptions::default());
+    let router = erp.router();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let acceptor = acceptor.clone();
+            let service = TowerToHyperService::new(router.clone());
+            tokio::spawn(async move {
+                // A client that refuses the certificate ends the handshake: not an error here.
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    (format!("https://localhost:{port}"), cert_pem)
+}
+
+/// How many orders the fake behind TLS stored, asked over HTTPS too.
+async fn orders_over_tls(url: &str, cert_pem: &str) -> usize {
+    let client = reqwest::Client::builder()
+        .tls_certs_merge(reqwest::Certificate::from_pem_bundle(cert_pem.as_bytes()).unwrap())
+        .build()
+        .unwrap();
+    let seen: Json = client
+        .get(format!("{url}/orders"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    seen["orders"].as_array().unwrap().len()
+}
+
+#[tokio::test]
+async fn an_https_erp_is_reached_when_its_ca_is_trusted_and_refused_otherwise() {
+    let (url, cert_pem) = fake_over_tls().await;
+    let customer = json!({"code": "C1", "name": "Rossi SpA"});
+
+    // Not trusted: the certificate is refused, the job fails (retried), nothing is stored.
+    let untrusted = ErpConnector::new(shipped(), &url, secrets()).unwrap();
+    let outcome = untrusted
+        .call(request("tls-1", 1, order(customer.clone())))
+        .await;
+    assert!(matches!(&outcome, JobOutcome::Failed(_)), "{outcome:?}");
+    assert_eq!(orders_over_tls(&url, &cert_pem).await, 0);
+
+    // Trusted through the CA file: the order arrives over TLS and the number comes back.
+    let trusted =
+        ErpConnector::with_extra_roots(shipped(), &url, secrets(), Some(cert_pem.as_bytes()))
+            .unwrap();
+    let outcome = trusted.call(request("tls-2", 1, order(customer))).await;
+    let mut expected = Vars::new();
+    expected.insert("number".into(), Value::from("ERP-000001"));
+    assert_eq!(outcome, JobOutcome::Done(expected));
+    assert_eq!(orders_over_tls(&url, &cert_pem).await, 1);
+}
+
+#[test]
+fn a_ca_file_without_certificates_is_refused_at_start() {
+    let error = ErpConnector::with_extra_roots(
+        shipped(),
+        "https://erp.example",
+        secrets(),
+        Some(b"nothing here"),
+    )
+    .err()
+    .expect("refused")
+    .to_string();
+    assert!(error.contains("CA file"), "{error}");
+}

@@ -19,6 +19,9 @@ pub struct Catalog {
     pub connectors: BTreeMap<String, Vec<String>>,
     /// Known process ids for call activities; empty means "do not check".
     pub processes: BTreeSet<String>,
+    /// The e-mail templates `send:` may name; `None` means "do not check" (no template folder
+    /// at hand, as when a single file is validated on its own).
+    pub templates: Option<BTreeSet<String>>,
 }
 
 impl Catalog {
@@ -35,6 +38,7 @@ impl Catalog {
         Catalog {
             connectors,
             processes: BTreeSet::new(),
+            templates: None,
         }
     }
 }
@@ -53,6 +57,11 @@ pub enum Reference {
         span: Span,
     },
     Process {
+        name: String,
+        span: Span,
+    },
+    /// The e-mail template of a `send:` step.
+    Template {
         name: String,
         span: Span,
     },
@@ -168,6 +177,28 @@ pub fn references(
                     *span,
                     codes::UNKNOWN_PROCESS,
                     format!("unknown process `{name}`"),
+                    hint,
+                ));
+            }
+            Reference::Template { name, span } => {
+                let Some(templates) = &catalog.templates else {
+                    continue;
+                };
+                if name.is_empty() || templates.contains(name) {
+                    continue;
+                }
+                let hint = did_you_mean(name, templates.iter().map(String::as_str))
+                    .map(|s| format!("did you mean `{s}`?"))
+                    .or_else(|| {
+                        Some(format!(
+                            "add templates/{name}/subject.hbs, body.html.hbs and body.txt.hbs to the process folder"
+                        ))
+                    });
+                problems.push(problem(
+                    def,
+                    *span,
+                    codes::UNKNOWN_TEMPLATE,
+                    format!("unknown e-mail template `{name}`"),
                     hint,
                 ));
             }

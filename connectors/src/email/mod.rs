@@ -23,6 +23,7 @@ use std::time::Duration;
 use ciclo_engine::runtime::{Connector, JobFuture, JobOutcome, JobRequest};
 use ciclo_engine::{Value, Vars};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 
 pub use message::{Sender, parse_mailbox};
@@ -96,6 +97,9 @@ pub struct SmtpOptions {
     pub login: Option<(String, Password)>,
     /// Longest wait for the server on one command.
     pub timeout: Duration,
+    /// Extra certificate authorities (PEM), trusted besides the system's: for a company CA or
+    /// a test server. The server's name must still match its certificate.
+    pub extra_roots_pem: Option<Vec<u8>>,
 }
 
 impl SmtpOptions {
@@ -107,6 +111,7 @@ impl SmtpOptions {
             security: Security::None,
             login: None,
             timeout: Duration::from_secs(30),
+            extra_roots_pem: None,
         }
     }
 }
@@ -136,11 +141,23 @@ impl EmailConnector {
         templates: Templates,
     ) -> Result<EmailConnector, Error> {
         let host = options.host.as_str();
+        let tls = |wrap: fn(TlsParameters) -> Tls| -> Result<Tls, Error> {
+            let mut params = TlsParameters::builder(host.to_string());
+            if let Some(pem) = &options.extra_roots_pem {
+                for cert in pem_certificates(pem)? {
+                    params = params.add_root_certificate(cert);
+                }
+            }
+            let params = params
+                .build()
+                .map_err(|e| Error::Config(format!("TLS for SMTP server {host}: {e}")))?;
+            Ok(wrap(params))
+        };
         let builder = match options.security {
-            Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(host)
-                .map_err(|e| Error::Config(format!("SMTP server {host}: {e}")))?,
-            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(host)
-                .map_err(|e| Error::Config(format!("SMTP server {host}: {e}")))?,
+            Security::StartTls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .tls(tls(Tls::Required)?),
+            Security::Tls => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+                .tls(tls(Tls::Wrapper)?),
             Security::None => {
                 // A password in clear text is only acceptable to a server on this machine.
                 if options.login.is_some() && !is_loopback(host) {
@@ -308,4 +325,27 @@ impl Connector for EmailConnector {
         let connector = self.clone();
         Box::pin(async move { connector.send(&request).await })
     }
+}
+
+/// Every certificate of a PEM bundle. lettre reads one certificate per call, so the bundle is
+/// cut at its `-----BEGIN CERTIFICATE-----` lines; anything that is not a certificate is an
+/// error rather than silently trusted or ignored.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<Certificate>, Error> {
+    let text = std::str::from_utf8(pem)
+        .map_err(|_| Error::Config("the CA file is not PEM text".into()))?;
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    let starts: Vec<usize> = text.match_indices(BEGIN).map(|(i, _)| i).collect();
+    if starts.is_empty() {
+        return Err(Error::Config(
+            "the CA file holds no `-----BEGIN CERTIFICATE-----` block".into(),
+        ));
+    }
+    let mut certs = Vec::new();
+    for (n, start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(text.len());
+        let cert = Certificate::from_pem(&text.as_bytes()[*start..end])
+            .map_err(|e| Error::Config(format!("certificate {} of the CA file: {e}", n + 1)))?;
+        certs.push(cert);
+    }
+    Ok(certs)
 }

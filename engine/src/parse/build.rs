@@ -1096,6 +1096,10 @@ impl<'t, 'n> FileParser<'t, 'n> {
             }
             "send" => {
                 let template = self.text(value, "`send`").unwrap_or_default();
+                self.references.push(Reference::Template {
+                    name: template.clone(),
+                    span: value.span,
+                });
                 let to = node.get("to").and_then(|n| self.expr(n, "`to`"));
                 let input = input(self);
                 let retry = retry(self);

@@ -33,6 +33,7 @@ pub const UNKNOWN_PROCESS: &str = "CICLO-E0133";
 pub const DUPLICATE_NAME: &str = "CICLO-E0134";
 pub const NOT_AN_ACTIVITY: &str = "CICLO-E0135";
 pub const JOIN_NEVER_COMPLETES: &str = "CICLO-E0136";
+pub const UNKNOWN_TEMPLATE: &str = "CICLO-E0137";
 
 /// Every code with a one-line meaning, for docs and tooling.
 pub const ALL: &[(&str, &str)] = &[
@@ -94,5 +95,9 @@ pub const ALL: &[(&str, &str)] = &[
     (
         JOIN_NEVER_COMPLETES,
         "a `join: all` fed by paths that do not all start together",
+    ),
+    (
+        UNKNOWN_TEMPLATE,
+        "a `send:` names an e-mail template that does not exist",
     ),
 ];
