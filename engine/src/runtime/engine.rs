@@ -1458,6 +1458,7 @@ impl<'e> Tx<'e> {
                         due,
                         locked_until: None,
                         locked_by: None,
+                        lease_token: None,
                         last_error: None,
                     }));
                 }
@@ -1649,6 +1650,7 @@ impl<'e> Tx<'e> {
             due: self.now,
             locked_until: None,
             locked_by: None,
+            lease_token: None,
             last_error: None,
         }));
     }
