@@ -611,7 +611,10 @@ pub fn external_jobs_by_type_apart_from_due_jobs(store: &dyn Store) {
         vec![(2, 1), (1, 2), (2, 2)],
         "a lease that ran out frees the job"
     );
-    assert_eq!(order(store.due_external_jobs("none", at(40), 100).unwrap()), vec![]);
+    assert_eq!(
+        order(store.due_external_jobs("none", at(40), 100).unwrap()),
+        vec![]
+    );
     assert_eq!(store.job(b, 2).unwrap(), Some(locked.clone()));
     assert_eq!(
         order(store.jobs_of(a).unwrap()),

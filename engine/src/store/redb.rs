@@ -999,7 +999,8 @@ impl Store for RedbStore {
     fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>> {
         let prefix = Key::empty().id(instance).into_bytes();
         let mut jobs: Vec<JobRecord> = self.through_index(JOBS, &prefix, "job")?;
-        let external: Vec<JobRecord> = self.through_index(EXTERNAL_JOBS, &prefix, "external job")?;
+        let external: Vec<JobRecord> =
+            self.through_index(EXTERNAL_JOBS, &prefix, "external job")?;
         jobs.extend(external);
         jobs.sort_by_key(|j| j.job);
         Ok(jobs)
@@ -1016,35 +1017,43 @@ impl Store for RedbStore {
         let until = time_bytes(now);
         let mut found = Vec::new();
         let snapshot = self.snapshot()?;
-        scan_prefix(&snapshot.table(Kind::ExternalJobsByType)?, &prefix, |key, value| {
-            if found.len() >= limit {
-                return Ok(false);
-            }
-            let time = key.get(prefix.len()..prefix.len() + 16).ok_or_else(|| {
-                StoreError::Corrupt(format!("external job key too short: {}", show(key)))
-            })?;
-            if time > &until[..] {
-                return Ok(false);
-            }
-            let job: JobRecord = decode("external job", key, value)?;
-            if job.is_free_at(now) {
-                found.push(job);
-            }
-            Ok(true)
-        })?;
+        scan_prefix(
+            &snapshot.table(Kind::ExternalJobsByType)?,
+            &prefix,
+            |key, value| {
+                if found.len() >= limit {
+                    return Ok(false);
+                }
+                let time = key.get(prefix.len()..prefix.len() + 16).ok_or_else(|| {
+                    StoreError::Corrupt(format!("external job key too short: {}", show(key)))
+                })?;
+                if time > &until[..] {
+                    return Ok(false);
+                }
+                let job: JobRecord = decode("external job", key, value)?;
+                if job.is_free_at(now) {
+                    found.push(job);
+                }
+                Ok(true)
+            },
+        )?;
         Ok(found)
     }
 
     fn external_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
         let mut found = Vec::new();
         let snapshot = self.snapshot()?;
-        scan_prefix(&snapshot.table(Kind::ExternalJobsByType)?, &[], |key, value| {
-            if found.len() >= limit {
-                return Ok(false);
-            }
-            found.push(decode("external job", key, value)?);
-            Ok(true)
-        })?;
+        scan_prefix(
+            &snapshot.table(Kind::ExternalJobsByType)?,
+            &[],
+            |key, value| {
+                if found.len() >= limit {
+                    return Ok(false);
+                }
+                found.push(decode("external job", key, value)?);
+                Ok(true)
+            },
+        )?;
         Ok(found)
     }
 

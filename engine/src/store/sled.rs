@@ -508,7 +508,10 @@ impl Committer {
             Op::DeleteJob { instance, job } => {
                 let id = Key::new(kind::JOB).id(instance).u64(job).into_bytes();
                 w.delete_ordered(id, kind::JOB_BY_DUE)?;
-                let id = Key::new(kind::EXTERNAL_JOB).id(instance).u64(job).into_bytes();
+                let id = Key::new(kind::EXTERNAL_JOB)
+                    .id(instance)
+                    .u64(job)
+                    .into_bytes();
                 w.delete_ordered(id, kind::EXTERNAL_JOB_BY_TYPE)?;
             }
             Op::PutTask(t) => {
@@ -783,7 +786,10 @@ impl Store for SledStore {
         if let Some(found) = self.by_id(&key, kind::JOB_BY_DUE, "job")? {
             return Ok(Some(found));
         }
-        let key = Key::new(kind::EXTERNAL_JOB).id(instance).u64(job).into_bytes();
+        let key = Key::new(kind::EXTERNAL_JOB)
+            .id(instance)
+            .u64(job)
+            .into_bytes();
         self.by_id(&key, kind::EXTERNAL_JOB_BY_TYPE, "external job")
     }
 
