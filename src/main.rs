@@ -82,7 +82,7 @@ enum TokenCommand {
     /// Create a token and print it once (it is stored only as a hash): through the running
     /// server, or, with --data, directly in a data folder no server is using.
     Create {
-        /// admin, analyst, operator or user.
+        /// admin, analyst, operator, user or worker.
         #[arg(long)]
         role: String,
         /// The person the token acts for (must exist).

@@ -34,6 +34,13 @@ pub(crate) fn new_secret() -> Result<String, getrandom::Error> {
     Ok(format!("{SECRET_PREFIX}{}", hex(&bytes)))
 }
 
+/// A new lease token for an external job: 16 bytes from the operating system, in hex.
+pub(crate) fn new_lease_token() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -11,6 +11,7 @@ use crate::diagnostics::Problem;
 use crate::model::{Definition, Next, Span, Step, StepId, StepKind, StepRef};
 use crate::parse::codes;
 use crate::parse::suggest::{did_you_mean, list_words};
+use crate::store::EXTERNAL_CONNECTOR;
 
 /// What a definition may refer to outside itself.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +35,7 @@ impl Catalog {
         connectors.insert("erp".to_string(), Vec::new());
         connectors.insert("einvoice".to_string(), ops(&["render", "deliver"]));
         connectors.insert("worker".to_string(), Vec::new());
+        connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
         connectors.insert("test".to_string(), Vec::new());
         Catalog {
             connectors,
@@ -41,6 +43,28 @@ impl Catalog {
             templates: None,
         }
     }
+}
+
+/// Why `name` cannot be the type of an external job (`call: external.<type>`), if it cannot:
+/// 1 to 100 ASCII letters, digits, `-` and `_`, starting with a letter or digit, so that it
+/// reads the same in YAML, JSON, URLs and logs.
+pub fn external_job_type(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 100 {
+        return Err(format!(
+            "the job type `{name}` must have 1 to 100 characters"
+        ));
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!(
+            "the job type `{}` may only have ASCII letters, digits, `-` and `_`, and must start with a letter or digit",
+            name.escape_debug()
+        ));
+    }
+    Ok(())
 }
 
 /// A name a definition uses that lives outside it, with where it was written.
@@ -95,6 +119,23 @@ pub fn references(
     let mut problems = Vec::new();
     for reference in refs {
         match reference {
+            Reference::Connector {
+                connector,
+                operation,
+                connector_span,
+                operation_span,
+            } if connector == EXTERNAL_CONNECTOR => {
+                // Always known: any program may take jobs of any well-formed type.
+                if let Err(message) = external_job_type(operation) {
+                    problems.push(problem(
+                        def,
+                        *operation_span,
+                        codes::INVALID_VALUE,
+                        message,
+                        Some("write `external.<type>`, such as `external.score-lead`".into()),
+                    ));
+                }
+            }
             Reference::Connector {
                 connector,
                 operation,

@@ -245,7 +245,7 @@ fn roles_parse_case_insensitively_and_name_the_valid_ones() {
     let error = "root".parse::<Role>().unwrap_err().to_string();
     assert_eq!(
         error,
-        "unknown role `root`: expected one of admin, analyst, operator, user"
+        "unknown role `root`: expected one of admin, analyst, operator, user, worker"
     );
     assert_eq!(
         serde_json::to_string(&Role::Operator).unwrap(),

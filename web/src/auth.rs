@@ -4,7 +4,8 @@
 //! Roles: admin may do everything; analyst deploys and reads definitions and instances;
 //! operator works with instances, messages, incidents, jobs and anyone's tasks, and reads
 //! definitions; user lists, claims and completes their own tasks (assigned to them, or offered
-//! to one of their groups). Each handler names the roles it admits with `Caller::require`.
+//! to one of their groups); worker fetches and answers external jobs and nothing else (admin
+//! and operator may too). Each handler names the roles it admits with `Caller::require`.
 //!
 //! The secret is never logged: it is read here, hashed by the engine, and dropped.
 
@@ -42,6 +43,8 @@ pub const READ_INSTANCES: &[Role] = &[Role::Admin, Role::Analyst, Role::Operator
 pub const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
 /// Roles that work on tasks (users only on their own).
 pub const TASKS: &[Role] = &[Role::Admin, Role::Operator, Role::User];
+/// Roles that take and answer external jobs (workers only these; admins and operators too).
+pub const WORKERS: &[Role] = &[Role::Admin, Role::Operator, Role::Worker];
 /// Roles that manage users and tokens.
 pub const ADMIN: &[Role] = &[Role::Admin];
 

@@ -18,7 +18,8 @@ use crate::views::ProblemView;
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable code: unauthorized, forbidden, not_found, bad_request, payload_too_large,
-    /// invalid_definition, invalid_form, conflict, method_not_allowed, internal.
+    /// invalid_definition, invalid_form, conflict, method_not_allowed, internal; and for
+    /// external workers LEASE_EXPIRED, LEASE_NOT_HELD (409) and JOB_NOT_FOUND (404).
     #[schema(example = "not_found")]
     pub code: String,
     /// What went wrong, for people.
@@ -131,6 +132,15 @@ impl From<EngineError> for ApiError {
             | EngineError::BadMessage(_)
             | EngineError::BadInput(_)
             | EngineError::BadUser(_) => ApiError::bad_request(message),
+            EngineError::LeaseExpired { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "LEASE_EXPIRED", message)
+            }
+            EngineError::LeaseNotHeld { .. } => {
+                ApiError::new(StatusCode::CONFLICT, "LEASE_NOT_HELD", message)
+            }
+            EngineError::JobNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "JOB_NOT_FOUND", message)
+            }
             EngineError::UnknownProcess(_)
             | EngineError::UnknownVersion { .. }
             | EngineError::UnknownInstance(_)

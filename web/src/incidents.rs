@@ -63,6 +63,8 @@ pub struct JobView {
     pub due: jiff::Timestamp,
     /// Taken by a worker until this instant.
     pub locked_until: Option<jiff::Timestamp>,
+    /// The external worker holding it (connector `external`).
+    pub locked_by: Option<String>,
     /// The error of the attempt before, if it failed.
     pub last_error: Option<String>,
     #[schema(value_type = Object)]
@@ -79,6 +81,7 @@ impl From<JobRecord> for JobView {
             operation: j.operation,
             due: j.due,
             locked_until: j.locked_until,
+            locked_by: j.locked_by,
             last_error: j.last_error,
             input: vars_to_json(&j.input),
         }
@@ -180,7 +183,8 @@ async fn retry(
 }
 
 /// Jobs: of one instance (all of them, running ones included), or else every job waiting to
-/// run or to be retried (jobs a worker holds right now are not listed).
+/// run or to be retried (jobs the runtime is running right now are not listed) and every
+/// external job, with the worker holding it and until when.
 #[utoipa::path(
     get,
     path = "/api/jobs",
@@ -210,7 +214,11 @@ async fn list_jobs(
         .blocking(move |engine| {
             let mut jobs = match query.instance {
                 Some(id) => engine.store().jobs_of(id)?,
-                None => engine.store().due_jobs(jiff::Timestamp::MAX, usize::MAX)?,
+                None => {
+                    let mut jobs = engine.store().due_jobs(jiff::Timestamp::MAX, usize::MAX)?;
+                    jobs.extend(engine.store().external_jobs(usize::MAX)?);
+                    jobs
+                }
             };
             jobs.sort_by_key(|j| (j.instance, j.job));
             Ok(jobs

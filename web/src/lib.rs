@@ -1,5 +1,5 @@
 //! Ciclo's HTTP API: JSON under `/api` for definitions, instances, messages, tasks,
-//! incidents, jobs, users and tokens; an OpenAPI 3.1 document generated from the handlers
+//! incidents, jobs, external workers' jobs, users and tokens; an OpenAPI 3.1 document generated from the handlers
 //! (`/api/openapi.json`); Prometheus metrics (`/metrics`) and a health check (`/healthz`).
 //!
 //! The crate owns no state of its own: every change goes through `ciclo_engine::Engine`, whose
@@ -29,6 +29,7 @@ mod system;
 mod tasks;
 mod users;
 mod views;
+mod workers;
 
 pub use error::{ApiError, ErrorBody};
 pub use state::AppState;
@@ -134,4 +135,5 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(tasks::router())
         .merge(incidents::router())
         .merge(users::router())
+        .merge(workers::router())
 }

@@ -38,6 +38,8 @@ pub enum RoleName {
     Operator,
     /// Their own tasks: list, claim, complete.
     User,
+    /// An external worker: fetch, extend and answer external jobs, nothing else.
+    Worker,
 }
 
 impl From<RoleName> for Role {
@@ -47,6 +49,7 @@ impl From<RoleName> for Role {
             RoleName::Analyst => Role::Analyst,
             RoleName::Operator => Role::Operator,
             RoleName::User => Role::User,
+            RoleName::Worker => Role::Worker,
         }
     }
 }
@@ -58,6 +61,7 @@ impl From<Role> for RoleName {
             Role::Analyst => RoleName::Analyst,
             Role::Operator => RoleName::Operator,
             Role::User => RoleName::User,
+            Role::Worker => RoleName::Worker,
         }
     }
 }

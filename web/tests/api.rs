@@ -5,9 +5,9 @@ mod common;
 use ciclo_engine::runtime::JobOutcome;
 use ciclo_engine::store::Role;
 use ciclo_web::WebConfig;
-use common::{ORDER, Server};
+use common::{ORDER, SCORE, Server};
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The opening tag of the SVG group drawn for `step`.
 fn step_tag<'a>(svg: &'a str, step: &str) -> &'a str {
@@ -921,4 +921,203 @@ async fn every_answer_carries_a_request_id() {
         .await
         .expect("get");
     assert_eq!(response.headers()["x-request-id"], "abc-123");
+}
+
+#[tokio::test]
+async fn external_workers_fetch_lock_and_answer_over_http() {
+    let s = Server::start().await;
+    let worker = s.token(Role::Worker);
+    let user = s.user("ursula", &[]);
+    let analyst = s.token(Role::Analyst);
+    let fetch = json!({"worker": "w1", "types": ["score-lead"], "lease_ms": 60000});
+    // Workers take jobs and nothing else; users and analysts take no jobs.
+    s.get("/api/instances", &worker)
+        .await
+        .expect_error(403, "forbidden");
+    s.get("/api/definitions", &worker)
+        .await
+        .expect_error(403, "forbidden");
+    for other in [&user, &analyst] {
+        s.post("/api/external-jobs/fetch-and-lock", other, fetch.clone())
+            .await
+            .expect_error(403, "forbidden");
+    }
+    assert_eq!(
+        s.post("/api/external-jobs/fetch-and-lock", &worker, fetch.clone())
+            .await
+            .expect(200),
+        json!([])
+    );
+    // Bad requests: 400 in the one error shape.
+    for bad in [
+        json!({"worker": "w1", "types": ["score-lead"], "lease_ms": 10}),
+        json!({"worker": "w1", "types": ["score-lead"], "max_jobs": 0}),
+        json!({"worker": "w1", "types": ["score-lead"], "max_jobs": 101}),
+        json!({"worker": "w1", "types": ["score-lead"], "wait_ms": 30001}),
+        json!({"worker": "w1", "types": ["bad type"]}),
+        json!({"worker": "", "types": ["score-lead"]}),
+        json!({"worker": "w1", "types": ["score-lead"], "colour": "red"}),
+    ] {
+        s.post("/api/external-jobs/fetch-and-lock", &worker, bad)
+            .await
+            .expect_error(400, "bad_request");
+    }
+
+    let instance = s.start_external().await;
+    let jobs = s
+        .post("/api/external-jobs/fetch-and-lock", &worker, fetch.clone())
+        .await
+        .expect(200);
+    let job = &jobs[0];
+    assert_eq!(job["type"], "score-lead");
+    assert_eq!(job["instance"], instance.as_str());
+    assert_eq!(job["process"], "score");
+    assert_eq!(job["step"], "score");
+    assert_eq!(job["attempt"], 1);
+    assert_eq!(job["variables"], json!({"email": "ada@example.com"}));
+    assert_eq!(job["lease_expires_at"], "2027-01-04T09:01:00Z");
+    let id = job["id"].as_str().expect("id");
+    let token = job["lease_token"].as_str().expect("token");
+    let path = |what: &str| format!("/api/external-jobs/{id}/{what}");
+    let listed = s.get("/api/jobs", &s.admin).await.expect(200);
+    assert_eq!(listed["items"][0]["connector"], "external");
+    assert_eq!(listed["items"][0]["locked_by"], "w1");
+    assert_eq!(listed["items"][0]["locked_until"], "2027-01-04T09:01:00Z");
+
+    // Someone else's token, a bad id, an unknown job, inexact numbers.
+    s.post(
+        &path("complete"),
+        &worker,
+        json!({"worker": "w2", "lease_token": token}),
+    )
+    .await
+    .expect_error(409, "LEASE_NOT_HELD");
+    s.post(
+        "/api/external-jobs/nonsense/complete",
+        &worker,
+        json!({"worker": "w1", "lease_token": token}),
+    )
+    .await
+    .expect_error(400, "bad_request");
+    s.post(
+        &format!("/api/external-jobs/{instance}_999/complete"),
+        &worker,
+        json!({"worker": "w1", "lease_token": token}),
+    )
+    .await
+    .expect_error(404, "JOB_NOT_FOUND");
+    s.call(
+        Method::POST,
+        &path("complete"),
+        Some(&worker),
+        Some((
+            "application/json",
+            format!(r#"{{"worker":"w1","lease_token":"{token}","variables":{{"score":1e400}}}}"#)
+                .into_bytes(),
+        )),
+        &[],
+    )
+    .await
+    .expect_error(400, "bad_request");
+
+    let extended = s
+        .post(
+            &path("extend"),
+            &worker,
+            json!({"worker": "w1", "lease_token": token, "lease_ms": 120000}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(extended["lease_expires_at"], "2027-01-04T09:02:00Z");
+    s.clock.advance(jiff::SignedDuration::from_secs(90));
+    s.post(
+        &path("complete"),
+        &worker,
+        json!({"worker": "w1", "lease_token": token, "variables": {"score": 0.1}}),
+    )
+    .await
+    .expect(204);
+    let detail = s
+        .get(&format!("/api/instances/{instance}"), &s.admin)
+        .await
+        .expect(200);
+    assert_eq!(detail["state"], "completed");
+    assert_eq!(detail["variables"]["score"], json!(0.1));
+    s.post(
+        &path("complete"),
+        &worker,
+        json!({"worker": "w1", "lease_token": token}),
+    )
+    .await
+    .expect_error(409, "LEASE_NOT_HELD");
+
+    // A lease that ran out: LEASE_EXPIRED. A business error takes the error path.
+    let (id, token) = s.locked_external("w1", &worker).await;
+    s.clock.advance(jiff::SignedDuration::from_secs(61));
+    s.post(
+        &format!("/api/external-jobs/{id}/fail"),
+        &worker,
+        json!({"worker": "w1", "lease_token": token, "message": "down"}),
+    )
+    .await
+    .expect_error(409, "LEASE_EXPIRED");
+    let again = s
+        .post("/api/external-jobs/fetch-and-lock", &worker, fetch.clone())
+        .await
+        .expect(200);
+    assert_eq!(again[0]["id"], id.as_str(), "the lapsed job goes out again");
+    let token = again[0]["lease_token"].as_str().expect("token");
+    s.post(
+        &format!("/api/external-jobs/{id}/error"),
+        &worker,
+        json!({"worker": "w1", "lease_token": token, "code": "BAD_LEAD", "message": "no company"}),
+    )
+    .await
+    .expect(204);
+    let instance = id.rsplit_once('_').expect("id").0;
+    let detail = s
+        .get(&format!("/api/instances/{instance}"), &s.admin)
+        .await
+        .expect(200);
+    assert_eq!(detail["variables"]["reason"], "no company");
+}
+
+#[tokio::test]
+async fn a_waiting_fetch_answers_when_a_job_appears() {
+    let s = Server::start().await;
+    let worker = s.token(Role::Worker);
+    s.deploy("score.yaml", SCORE).await.expect(201);
+    let waiting = {
+        let (client, base, worker) = (s.client.clone(), s.base.clone(), worker.clone());
+        tokio::spawn(async move {
+            client
+                .post(format!("{base}/api/external-jobs/fetch-and-lock"))
+                .bearer_auth(worker)
+                .json(&json!({"worker": "w1", "types": ["score-lead"], "wait_ms": 30000}))
+                .send()
+                .await
+                .expect("send")
+                .json::<Value>()
+                .await
+                .expect("json")
+        })
+    };
+    let started = std::time::Instant::now();
+    let instance = s.start_external().await;
+    let jobs = waiting.await.expect("fetch");
+    assert_eq!(jobs[0]["instance"], instance.as_str());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(25),
+        "answered when the job appeared, not at the end of the wait"
+    );
+    // Nothing to take: a short wait answers [] when it is over.
+    let none = s
+        .post(
+            "/api/external-jobs/fetch-and-lock",
+            &worker,
+            json!({"worker": "w1", "types": ["score-lead"], "wait_ms": 300}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(none, json!([]));
 }

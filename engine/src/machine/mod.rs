@@ -1437,6 +1437,7 @@ impl<'a> Machine<'a> {
                 job,
                 attempt,
                 error,
+                retries_left: answered_retries,
             } => {
                 let Some(t) = self.find_job(job, attempt) else {
                     return Ok(Applied::Ignored("no job waiting with this id and attempt"));
@@ -1445,7 +1446,9 @@ impl<'a> Machine<'a> {
                     return Ok(Applied::Ignored("no step"));
                 };
                 let retries_left = match self.st.token(t).map(|tok| &tok.wait) {
-                    Some(Wait::Job { retries_left, .. }) => *retries_left,
+                    Some(Wait::Job { retries_left, .. }) => {
+                        answered_retries.unwrap_or(*retries_left)
+                    }
                     _ => 0,
                 };
                 self.history(
@@ -1469,10 +1472,14 @@ impl<'a> Machine<'a> {
                 attempt,
                 code,
                 message,
+                vars,
             } => {
                 let Some(t) = self.find_job(job, attempt) else {
                     return Ok(Applied::Ignored("no job waiting with this id and attempt"));
                 };
+                for (name, value) in vars {
+                    self.set_var(t, &name, value);
+                }
                 self.throw(t, code, message);
                 Ok(Applied::Changed)
             }

@@ -237,6 +237,10 @@ pub enum Event {
         job: u64,
         attempt: u32,
         error: String,
+        /// Retries left as the answerer says (an external worker, as in Camunda); `None`:
+        /// the step's retry policy decides. `Some(0)` raises an incident.
+        #[serde(default)]
+        retries_left: Option<u32>,
     },
     /// A business error from the connector: goes to the step's error boundary event.
     JobBusinessError {
@@ -244,6 +248,10 @@ pub enum Event {
         attempt: u32,
         code: String,
         message: String,
+        /// Variables set on the step's scope before the error is thrown (an external
+        /// worker's); empty for connectors.
+        #[serde(default)]
+        vars: Vars,
     },
     /// The child instance of a call activity started.
     ChildStarted {

@@ -36,6 +36,9 @@ use crate::value::{Value, Vars};
 
 use super::Clock;
 
+mod external;
+pub use external::{ExternalAnswer, LockedJob, MAX_FETCH, MAX_LEASE};
+
 /// What a caller of the engine did wrong, or what failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -77,6 +80,18 @@ pub enum EngineError {
     Corrupt(InstanceId, String),
     #[error("bad user: {0}")]
     BadUser(String),
+    #[error("no external job {job} of instance {instance}")]
+    JobNotFound { instance: InstanceId, job: u64 },
+    #[error(
+        "the lease on job {job} of instance {instance} ran out: the job may go to another worker"
+    )]
+    LeaseExpired { instance: InstanceId, job: u64 },
+    #[error("job {job} of instance {instance}: {reason}")]
+    LeaseNotHeld {
+        instance: InstanceId,
+        job: u64,
+        reason: String,
+    },
     /// The operating system could not give random bytes for a token's secret.
     #[error("the operating system's random source failed: {0}")]
     Random(String),
@@ -180,6 +195,9 @@ pub struct Engine {
     failpoint: Option<Failpoint>,
     /// Woken when a timer or job is written, so the runtime's loops look again.
     pub(crate) wake: tokio::sync::Notify,
+    /// Woken when an external job is written (created, retried or released), so that
+    /// long-polling workers look again.
+    external: tokio::sync::Notify,
 }
 
 const LOCK_STRIPES: usize = 1024;
@@ -204,6 +222,7 @@ impl Engine {
             deploy_lock: Mutex::new(()),
             failpoint: None,
             wake: tokio::sync::Notify::new(),
+            external: tokio::sync::Notify::new(),
         };
         let mut records = engine.store.definitions()?;
         // Table libraries first: processes may use their tables.
@@ -241,6 +260,13 @@ impl Engine {
     /// manual clock moved).
     pub fn nudge(&self) {
         self.wake.notify_waiters();
+    }
+
+    /// Notified whenever an external job is written, for workers that wait for jobs (long
+    /// polling). A lease that runs out or a backoff that ends notifies nothing: waiters look
+    /// again now and then as well.
+    pub fn external_jobs_written(&self) -> &tokio::sync::Notify {
+        &self.external
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -821,47 +847,36 @@ impl Engine {
                 });
                 return Ok(());
             }
-            let event = match outcome.clone() {
-                JobOutcome::Done(output) => Event::JobSucceeded {
-                    job: job.job,
-                    attempt: job.attempt,
-                    output,
-                },
-                JobOutcome::Failed(error) => Event::JobFailed {
-                    job: job.job,
-                    attempt: job.attempt,
-                    error,
-                },
-                JobOutcome::BusinessError { code, message } => Event::JobBusinessError {
-                    job: job.job,
-                    attempt: job.attempt,
-                    code,
-                    message,
-                },
+            let (event, failure) = match outcome.clone() {
+                JobOutcome::Done(output) => (
+                    Event::JobSucceeded {
+                        job: job.job,
+                        attempt: job.attempt,
+                        output,
+                    },
+                    None,
+                ),
+                JobOutcome::Failed(error) => (
+                    Event::JobFailed {
+                        job: job.job,
+                        attempt: job.attempt,
+                        error: error.clone(),
+                        retries_left: None,
+                    },
+                    Some(error),
+                ),
+                JobOutcome::BusinessError { code, message } => (
+                    Event::JobBusinessError {
+                        job: job.job,
+                        attempt: job.attempt,
+                        code,
+                        message,
+                        vars: Vars::new(),
+                    },
+                    None,
+                ),
             };
-            // The answered attempt's record goes; a retry writes a new one after it.
-            tx.batch.push(Op::DeleteJob {
-                instance,
-                job: job.job,
-            });
-            if tx.apply(instance, event)?
-                == Applied::Ignored("no job waiting with this id and attempt")
-            {
-                // A stale attempt: keep whatever record the current attempt has.
-                tx.batch
-                    .ops
-                    .retain(|op| !matches!(op, Op::DeleteJob { job: j, .. } if *j == job.job));
-            } else if let JobOutcome::Failed(error) = &outcome {
-                // The retry's record carries why the attempt before it failed, for operators.
-                for op in &mut tx.batch.ops {
-                    if let Op::PutJob(next) = op
-                        && next.instance == instance
-                        && next.job == job.job
-                    {
-                        next.last_error = Some(error.clone());
-                    }
-                }
-            }
+            tx.answer_job(job, event, failure)?;
             Ok(())
         })
     }
@@ -1458,6 +1473,7 @@ impl<'e> Tx<'e> {
                         due,
                         locked_until: None,
                         locked_by: None,
+                        lease_token: None,
                         last_error: None,
                     }));
                 }
@@ -1649,12 +1665,14 @@ impl<'e> Tx<'e> {
             due: self.now,
             locked_until: None,
             locked_by: None,
+            lease_token: None,
             last_error: None,
         }));
     }
 
     fn commit(mut self) -> Result<()> {
         let mut wake = false;
+        let mut external = false;
         for id in &self.order {
             let Some(loaded) = self.work.get(id) else {
                 continue;
@@ -1678,6 +1696,9 @@ impl<'e> Tx<'e> {
             if matches!(op, Op::PutTimer(_) | Op::PutJob(_)) {
                 wake = true;
             }
+            if matches!(op, Op::PutJob(job) if job.is_external()) {
+                external = true;
+            }
         }
         if self.batch.is_empty() {
             return Ok(());
@@ -1688,6 +1709,9 @@ impl<'e> Tx<'e> {
         figures.committed();
         if wake {
             self.engine.wake.notify_waiters();
+        }
+        if external {
+            self.engine.external.notify_waiters();
         }
         Ok(())
     }

@@ -32,6 +32,11 @@ pub const STORE_COMMIT_SECONDS: &str = "ciclo_store_commit_seconds";
 pub const JOBS: &str = "ciclo_jobs_total";
 /// Job attempts after the first, by `connector`.
 pub const JOB_RETRIES: &str = "ciclo_job_retries_total";
+/// External jobs locked for workers by fetch-and-lock. Their answers count in `JOBS` with
+/// connector `external` (done, failed, business_error).
+pub const EXTERNAL_JOBS_FETCHED: &str = "ciclo_external_jobs_fetched_total";
+/// External jobs fetched again after a lease ran out without an answer.
+pub const EXTERNAL_LEASES_EXPIRED: &str = "ciclo_external_leases_expired_total";
 /// Seconds between a timer's due time and its firing.
 pub const TIMER_LATENESS_SECONDS: &str = "ciclo_timer_lateness_seconds";
 /// Open incidents now.
@@ -131,6 +136,16 @@ pub fn job_answered(job: &JobRecord, outcome: &JobOutcome) {
     if job.attempt > 1 {
         metrics::counter!(JOB_RETRIES, "connector" => job.connector.clone()).increment(1);
     }
+}
+
+/// Counts external jobs locked by one fetch.
+pub fn external_fetched(count: usize) {
+    metrics::counter!(EXTERNAL_JOBS_FETCHED).increment(count as u64);
+}
+
+/// Counts a lease found run out when its job was fetched again.
+pub fn external_lease_expired() {
+    metrics::counter!(EXTERNAL_LEASES_EXPIRED).increment(1);
 }
 
 /// Records how late a timer fired.

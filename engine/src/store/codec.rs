@@ -51,7 +51,6 @@ stored! {
     DefinitionRecord => DefinitionDef,
     InstanceRecord => InstanceDef,
     TimerRecord => TimerDef,
-    JobRecord => JobDef,
     TaskRecord => TaskDef,
     SubscriptionRecord => SubscriptionDef,
     MessageRecord => MessageDef,
@@ -227,6 +226,48 @@ struct JobDef {
     locked_until: Option<Timestamp>,
     locked_by: Option<String>,
     last_error: Option<String>,
+    lease_token: Option<String>,
+}
+
+/// A job as stored before external workers (no lease token): still read, never written.
+#[derive(Deserialize)]
+#[serde(remote = "JobRecord")]
+struct JobWithoutLeaseDef {
+    instance: Uuid,
+    job: u64,
+    attempt: u32,
+    connector: String,
+    operation: String,
+    key: String,
+    #[serde(with = "vars")]
+    input: Vars,
+    #[serde(with = "instant")]
+    due: Timestamp,
+    #[serde(with = "optional_instant")]
+    locked_until: Option<Timestamp>,
+    locked_by: Option<String>,
+    last_error: Option<String>,
+    #[serde(skip)]
+    lease_token: Option<String>,
+}
+
+impl Stored for JobRecord {
+    fn to_bytes(&self) -> postcard::Result<Vec<u8>> {
+        struct Out<'a>(&'a JobRecord);
+        impl Serialize for Out<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                JobDef::serialize(self.0, s)
+            }
+        }
+        postcard::to_stdvec(&Out(self))
+    }
+
+    /// The current form, else the form before lease tokens (which ends one field early).
+    fn from_bytes(bytes: &[u8]) -> postcard::Result<Self> {
+        JobDef::deserialize(&mut postcard::Deserializer::from_bytes(bytes)).or_else(|_| {
+            JobWithoutLeaseDef::deserialize(&mut postcard::Deserializer::from_bytes(bytes))
+        })
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -337,6 +378,20 @@ mod tests {
         assert_eq!(HistoryRecord::from_bytes(&bytes).unwrap(), line);
         // uuid 17 + seq 1 + instant 6 + strings: far below the JSON-ish string forms.
         assert!(bytes.len() < 60, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn jobs_stored_before_lease_tokens_still_read() {
+        let record = job(id(1), 1, at(0));
+        let bytes = record.to_bytes().unwrap();
+        // The form before lease tokens is the same without the last field (`None`: one byte).
+        assert_eq!(bytes.last(), Some(&0));
+        let old = &bytes[..bytes.len() - 1];
+        assert_eq!(JobRecord::from_bytes(old).unwrap(), record);
+        let mut leased = record.clone();
+        leased.lease_token = Some("abc".into());
+        let bytes = leased.to_bytes().unwrap();
+        assert_eq!(JobRecord::from_bytes(&bytes).unwrap(), leased);
     }
 
     #[test]

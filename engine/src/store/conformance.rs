@@ -34,6 +34,7 @@ macro_rules! conformance_tests {
             instance_listing_orders_filters_and_pages,
             timers_order_replace_and_delete,
             jobs_order_locks_replace_and_delete,
+            external_jobs_by_type_apart_from_due_jobs,
             tasks_order_and_delete,
             subscriptions_by_name_and_key,
             messages_buffered_in_arrival_order,
@@ -128,6 +129,7 @@ pub fn job(instance: InstanceId, job: u64, due: Timestamp) -> JobRecord {
         due,
         locked_until: None,
         locked_by: None,
+        lease_token: None,
         last_error: None,
     }
 }
@@ -557,6 +559,106 @@ pub fn jobs_order_locks_replace_and_delete(store: &dyn Store) {
         vec![(2, 2), (1, 2), (2, 3)]
     );
     assert_eq!(store.job(a, 1).unwrap(), None);
+}
+
+/// An external job of `job_type`.
+pub fn external_job(instance: InstanceId, job: u64, job_type: &str, due: Timestamp) -> JobRecord {
+    JobRecord {
+        connector: super::EXTERNAL_CONNECTOR.into(),
+        operation: job_type.into(),
+        ..self::job(instance, job, due)
+    }
+}
+
+pub fn external_jobs_by_type_apart_from_due_jobs(store: &dyn Store) {
+    let (a, b, c) = (id(1), id(2), id(3));
+    let mut locked = external_job(b, 2, "score", at(40));
+    locked.locked_until = Some(at(40));
+    locked.locked_by = Some("worker-1".into());
+    locked.lease_token = Some("secret".into());
+    commit(
+        store,
+        vec![
+            Op::PutJob(job(a, 1, at(10))),
+            Op::PutJob(external_job(a, 2, "score", at(20))),
+            Op::PutJob(external_job(b, 1, "score", at(5))),
+            Op::PutJob(locked.clone()),
+            Op::PutJob(external_job(c, 1, "score-lead", at(1))),
+            Op::PutJob(external_job(c, 2, "sc", at(1))),
+        ],
+    );
+    let order = |jobs: Vec<JobRecord>| -> Vec<(u128, u64)> {
+        jobs.into_iter()
+            .map(|j| (j.instance.as_u128(), j.job))
+            .collect()
+    };
+    assert_eq!(
+        order(store.due_jobs(at(1000), 100).unwrap()),
+        vec![(1, 1)],
+        "the runtime never sees external jobs"
+    );
+    assert_eq!(
+        order(store.due_external_jobs("score", at(30), 100).unwrap()),
+        vec![(2, 1), (1, 2)],
+        "only that type (not a longer or shorter name), due, free, earliest first"
+    );
+    assert_eq!(
+        order(store.due_external_jobs("score", at(30), 1).unwrap()),
+        vec![(2, 1)]
+    );
+    assert_eq!(
+        order(store.due_external_jobs("score", at(40), 100).unwrap()),
+        vec![(2, 1), (1, 2), (2, 2)],
+        "a lease that ran out frees the job"
+    );
+    assert_eq!(
+        order(store.due_external_jobs("none", at(40), 100).unwrap()),
+        vec![]
+    );
+    assert_eq!(store.job(b, 2).unwrap(), Some(locked.clone()));
+    assert_eq!(
+        order(store.jobs_of(a).unwrap()),
+        vec![(1, 1), (1, 2)],
+        "an instance's jobs include its external ones"
+    );
+    assert_eq!(
+        order(store.external_jobs(100).unwrap()),
+        vec![(3, 2), (2, 1), (1, 2), (2, 2), (3, 1)],
+        "by type, then due"
+    );
+
+    // Locking moves the job later; deleting removes it from the type's index.
+    let mut relocked = locked.clone();
+    relocked.due = at(90);
+    relocked.locked_until = Some(at(90));
+    commit(
+        store,
+        vec![
+            Op::PutJob(relocked.clone()),
+            Op::DeleteJob {
+                instance: a,
+                job: 2,
+            },
+        ],
+    );
+    assert_eq!(
+        order(store.due_external_jobs("score", at(89), 100).unwrap()),
+        vec![(2, 1)]
+    );
+    assert_eq!(store.job(b, 2).unwrap(), Some(relocked));
+    assert_eq!(store.job(a, 2).unwrap(), None);
+
+    // Removing a finished instance removes its external jobs.
+    commit(
+        store,
+        vec![Op::PutInstance(instance(3, "p", InstanceStatus::Completed))],
+    );
+    assert_eq!(store.remove_finished(at(1000)).unwrap(), 1);
+    assert_eq!(store.jobs_of(c).unwrap(), vec![]);
+    assert_eq!(
+        order(store.external_jobs(100).unwrap()),
+        vec![(2, 1), (2, 2)]
+    );
 }
 
 pub fn tasks_order_and_delete(store: &dyn Store) {

@@ -34,7 +34,10 @@ struct Maps {
     timers: BTreeMap<Owned, TimerRecord>,
     timers_by_due: BTreeSet<(Timestamp, InstanceId, u64)>,
     jobs: BTreeMap<Owned, JobRecord>,
+    /// Jobs the runtime runs, by due time (external jobs are not here).
     jobs_by_due: BTreeSet<(Timestamp, InstanceId, u64)>,
+    /// External jobs, by type and due time.
+    external_by_type: BTreeSet<(String, Timestamp, InstanceId, u64)>,
     tasks: BTreeMap<Owned, TaskRecord>,
     tasks_by_creation: BTreeSet<(Timestamp, InstanceId, u64)>,
     /// By `(name, key)`, then by `(instance, subscription)`.
@@ -116,15 +119,15 @@ impl Maps {
                 }
             }
             Op::PutJob(j) => {
-                let indexed = (j.due, j.instance, j.job);
-                if let Some(old) = self.jobs.insert((j.instance, j.job), j) {
-                    self.jobs_by_due.remove(&(old.due, old.instance, old.job));
+                if let Some(old) = self.jobs.remove(&(j.instance, j.job)) {
+                    self.index_job(&old, false);
                 }
-                self.jobs_by_due.insert(indexed);
+                self.index_job(&j, true);
+                self.jobs.insert((j.instance, j.job), j);
             }
             Op::DeleteJob { instance, job } => {
                 if let Some(old) = self.jobs.remove(&(instance, job)) {
-                    self.jobs_by_due.remove(&(old.due, instance, job));
+                    self.index_job(&old, false);
                 }
             }
             Op::PutTask(t) => {
@@ -205,6 +208,26 @@ impl Maps {
         }
     }
 
+    /// Adds a job to (or removes it from) the index it belongs in: by due time for the
+    /// runtime, by type and due time for external workers.
+    fn index_job(&mut self, j: &JobRecord, add: bool) {
+        if j.is_external() {
+            let key = (j.operation.clone(), j.due, j.instance, j.job);
+            if add {
+                self.external_by_type.insert(key);
+            } else {
+                self.external_by_type.remove(&key);
+            }
+        } else {
+            let key = (j.due, j.instance, j.job);
+            if add {
+                self.jobs_by_due.insert(key);
+            } else {
+                self.jobs_by_due.remove(&key);
+            }
+        }
+    }
+
     fn delete_subscription(&mut self, id: Owned) {
         if let Some(topic) = self.subscription_topics.remove(&id)
             && let Some(subscribers) = self.subscriptions.get_mut(&topic)
@@ -223,7 +246,7 @@ impl Maps {
             self.timers_by_due.remove(&(t.due, t.instance, t.timer));
         }
         for (_, j) in remove_instance(&mut self.jobs, instance) {
-            self.jobs_by_due.remove(&(j.due, j.instance, j.job));
+            self.index_job(&j, false);
         }
         for (_, t) in remove_instance(&mut self.tasks, instance) {
             self.tasks_by_creation
@@ -342,6 +365,35 @@ impl Store for MemoryStore {
     fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>> {
         Ok(of_instance(&self.read().jobs, instance)
             .map(|(_, j)| j.clone())
+            .collect())
+    }
+
+    fn due_external_jobs(
+        &self,
+        job_type: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        let maps = self.read();
+        let from = (job_type.to_string(), Timestamp::MIN, InstanceId::nil(), 0);
+        Ok(maps
+            .external_by_type
+            .range(from..)
+            .take_while(|(kind, due, _, _)| kind == job_type && *due <= now)
+            .filter_map(|(_, _, instance, job)| maps.jobs.get(&(*instance, *job)))
+            .filter(|j| j.is_free_at(now))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn external_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let maps = self.read();
+        Ok(maps
+            .external_by_type
+            .iter()
+            .take(limit)
+            .filter_map(|(_, _, instance, job)| maps.jobs.get(&(*instance, *job)).cloned())
             .collect())
     }
 

@@ -30,6 +30,11 @@ pub use sled::{SledOptions, SledStore};
 
 pub type InstanceId = Uuid;
 
+/// The connector of jobs that external workers take over HTTP (`call: external.<type>`): the
+/// runtime never runs them, and the stores keep them in an index of their own, by type, so
+/// that any number of them waiting for a worker costs the runtime's look for due jobs nothing.
+pub const EXTERNAL_CONNECTOR: &str = "external";
+
 /// What a durable store's committer has done since the store was opened (sled and redb).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -155,6 +160,9 @@ pub struct JobRecord {
     pub locked_until: Option<Timestamp>,
     pub locked_by: Option<String>,
     pub last_error: Option<String>,
+    /// The secret of the current lease of an external job: a worker must present it to
+    /// extend, complete or fail the job. A new one is drawn on every fetch.
+    pub lease_token: Option<String>,
 }
 
 impl JobRecord {
@@ -162,6 +170,12 @@ impl JobRecord {
     /// the lock ran out (`locked_until <= now`). Whether it is due is a separate question.
     pub fn is_free_at(&self, now: Timestamp) -> bool {
         self.locked_until.is_none_or(|until| until <= now)
+    }
+
+    /// Whether external workers take this job (`call: external.<type>`); its type is
+    /// `operation`. Such a job is listed by `due_external_jobs`, never by `due_jobs`.
+    pub fn is_external(&self) -> bool {
+        self.connector == EXTERNAL_CONNECTOR
     }
 }
 
@@ -266,10 +280,18 @@ pub enum Role {
     Analyst,
     Operator,
     User,
+    /// An external worker: may only fetch, extend and answer external jobs.
+    Worker,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Analyst, Role::Operator, Role::User];
+    pub const ALL: [Role; 5] = [
+        Role::Admin,
+        Role::Analyst,
+        Role::Operator,
+        Role::User,
+        Role::Worker,
+    ];
 
     /// The role's name as configuration, the API and the store write it.
     pub fn as_str(self) -> &'static str {
@@ -278,6 +300,7 @@ impl Role {
             Role::Analyst => "analyst",
             Role::Operator => "operator",
             Role::User => "user",
+            Role::Worker => "worker",
         }
     }
 }
@@ -290,7 +313,7 @@ impl std::fmt::Display for Role {
 
 /// A role name that is none of `Role::ALL`.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown role `{0}`: expected one of admin, analyst, operator, user")]
+#[error("unknown role `{0}`: expected one of admin, analyst, operator, user, worker")]
 pub struct UnknownRole(pub String);
 
 impl std::str::FromStr for Role {
@@ -451,8 +474,21 @@ pub trait Store: Send + Sync + 'static {
 
     fn job(&self, instance: InstanceId, job: u64) -> Result<Option<JobRecord>>;
     /// Jobs that are due at `now` and not locked (or whose lock expired), earliest first.
+    /// External jobs (`JobRecord::is_external`) are never listed here.
     fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<JobRecord>>;
+    /// Every job of an instance, external ones included, by job number.
     fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>>;
+    /// External jobs of type `job_type` (their `operation`) that are due at `now` and not
+    /// locked (or whose lock ran out), earliest due first, at most `limit`. Only jobs of that
+    /// type are looked at: the index is by type, then due time.
+    fn due_external_jobs(
+        &self,
+        job_type: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>>;
+    /// Every external job, locked or not, by type and then due time, at most `limit`.
+    fn external_jobs(&self, limit: usize) -> Result<Vec<JobRecord>>;
 
     fn task(&self, instance: InstanceId, task: u64) -> Result<Option<TaskRecord>>;
     /// All open tasks, in creation order, at most `limit`.

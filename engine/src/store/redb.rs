@@ -113,11 +113,15 @@ enum Kind {
     Tokens,
     /// `(created_at, hash)` -> `TokenRecord`.
     TokensByCreation,
+    /// `(instance, job)` of an external job -> `(type, due)`, as in the key below.
+    ExternalJobs,
+    /// `(type, due, instance, job)` -> `JobRecord` of an external job (not in `JobsByDue`).
+    ExternalJobsByType,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 20] = [
+    const ALL: [Kind; 22] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -138,6 +142,8 @@ impl Kind {
         Kind::Users,
         Kind::Tokens,
         Kind::TokensByCreation,
+        Kind::ExternalJobs,
+        Kind::ExternalJobsByType,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -163,6 +169,8 @@ impl Kind {
             Kind::Users => "users",
             Kind::Tokens => "tokens",
             Kind::TokensByCreation => "tokens-by-creation",
+            Kind::ExternalJobs => "external-jobs",
+            Kind::ExternalJobsByType => "external-jobs-by-type",
         }
     }
 
@@ -185,6 +193,10 @@ const TIMERS: Index = Index {
 const JOBS: Index = Index {
     ids: Kind::Jobs,
     by: Kind::JobsByDue,
+};
+const EXTERNAL_JOBS: Index = Index {
+    ids: Kind::ExternalJobs,
+    by: Kind::ExternalJobsByType,
 };
 const TASKS: Index = Index {
     ids: Kind::Tasks,
@@ -698,12 +710,20 @@ impl Committer {
                 w.delete_ordered(TIMERS, id)?;
             }
             Op::PutJob(j) => {
+                // A job's connector never changes, so it stays in the same pair of tables.
                 let id = Key::empty().id(j.instance).u64(j.job).into_bytes();
-                w.put_ordered(JOBS, id, &time_bytes(j.due), encode("job", &j)?)?;
+                let record = encode("job", &j)?;
+                if j.is_external() {
+                    let order = Key::empty().str(&j.operation).raw(&time_bytes(j.due));
+                    w.put_ordered(EXTERNAL_JOBS, id, &order.into_bytes(), record)?;
+                } else {
+                    w.put_ordered(JOBS, id, &time_bytes(j.due), record)?;
+                }
             }
             Op::DeleteJob { instance, job } => {
                 let id = Key::empty().id(instance).u64(job).into_bytes();
-                w.delete_ordered(JOBS, id)?;
+                w.delete_ordered(JOBS, id.clone())?;
+                w.delete_ordered(EXTERNAL_JOBS, id)?;
             }
             Op::PutTask(t) => {
                 let id = Key::empty().id(t.instance).u64(t.task).into_bytes();
@@ -825,7 +845,7 @@ fn remove_instance(tables: &mut Tables<'_>, instance: InstanceId) -> Result<()> 
             Ok(true)
         })?;
     }
-    for index in [TIMERS, JOBS, TASKS, SUBSCRIPTIONS] {
+    for index in [TIMERS, JOBS, EXTERNAL_JOBS, TASKS, SUBSCRIPTIONS] {
         scan_prefix(tables.get(index.ids), &prefix, |id, order| {
             pending.insert((index.by, ordered(order, id)), None);
             pending.insert((index.ids, id.to_vec()), None);
@@ -964,7 +984,10 @@ impl Store for RedbStore {
 
     fn job(&self, instance: InstanceId, job: u64) -> Result<Option<JobRecord>> {
         let id = Key::empty().id(instance).u64(job).into_bytes();
-        self.by_id(JOBS, &id, "job")
+        match self.by_id(JOBS, &id, "job")? {
+            Some(found) => Ok(Some(found)),
+            None => self.by_id(EXTERNAL_JOBS, &id, "external job"),
+        }
     }
 
     fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<JobRecord>> {
@@ -975,7 +998,63 @@ impl Store for RedbStore {
 
     fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>> {
         let prefix = Key::empty().id(instance).into_bytes();
-        self.through_index(JOBS, &prefix, "job")
+        let mut jobs: Vec<JobRecord> = self.through_index(JOBS, &prefix, "job")?;
+        let external: Vec<JobRecord> =
+            self.through_index(EXTERNAL_JOBS, &prefix, "external job")?;
+        jobs.extend(external);
+        jobs.sort_by_key(|j| j.job);
+        Ok(jobs)
+    }
+
+    fn due_external_jobs(
+        &self,
+        job_type: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        // Keys are `type + 16 time bytes + id`: stop at the first one due later.
+        let prefix = Key::empty().str(job_type).into_bytes();
+        let until = time_bytes(now);
+        let mut found = Vec::new();
+        let snapshot = self.snapshot()?;
+        scan_prefix(
+            &snapshot.table(Kind::ExternalJobsByType)?,
+            &prefix,
+            |key, value| {
+                if found.len() >= limit {
+                    return Ok(false);
+                }
+                let time = key.get(prefix.len()..prefix.len() + 16).ok_or_else(|| {
+                    StoreError::Corrupt(format!("external job key too short: {}", show(key)))
+                })?;
+                if time > &until[..] {
+                    return Ok(false);
+                }
+                let job: JobRecord = decode("external job", key, value)?;
+                if job.is_free_at(now) {
+                    found.push(job);
+                }
+                Ok(true)
+            },
+        )?;
+        Ok(found)
+    }
+
+    fn external_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let mut found = Vec::new();
+        let snapshot = self.snapshot()?;
+        scan_prefix(
+            &snapshot.table(Kind::ExternalJobsByType)?,
+            &[],
+            |key, value| {
+                if found.len() >= limit {
+                    return Ok(false);
+                }
+                found.push(decode("external job", key, value)?);
+                Ok(true)
+            },
+        )?;
+        Ok(found)
     }
 
     fn task(&self, instance: InstanceId, task: u64) -> Result<Option<TaskRecord>> {

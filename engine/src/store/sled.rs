@@ -57,8 +57,12 @@ mod kind {
     pub const TIMER_BY_DUE: u8 = b'T';
     /// `(instance, job)` -> due time.
     pub const JOB: u8 = b'j';
-    /// `(due, instance, job)` -> `JobRecord`.
+    /// `(due, instance, job)` -> `JobRecord`. External jobs are not here.
     pub const JOB_BY_DUE: u8 = b'J';
+    /// `(instance, job)` of an external job -> `(type, due)`, as in the key below.
+    pub const EXTERNAL_JOB: u8 = b'x';
+    /// `(type, due, instance, job)` -> `JobRecord` of an external job.
+    pub const EXTERNAL_JOB_BY_TYPE: u8 = b'X';
     /// `(instance, task)` -> creation time.
     pub const TASK: u8 = b'k';
     /// `(created_at, instance, task)` -> `TaskRecord`.
@@ -489,12 +493,26 @@ impl Committer {
                 w.delete_ordered(id, kind::TIMER_BY_DUE)?;
             }
             Op::PutJob(j) => {
-                let id = Key::new(kind::JOB).id(j.instance).u64(j.job).into_bytes();
-                w.put_ordered(id, kind::JOB_BY_DUE, &time_bytes(j.due), encode("job", &j)?)?;
+                // A job's connector never changes, so it stays in the same pair of keys.
+                let record = encode("job", &j)?;
+                if j.is_external() {
+                    let id = Key::new(kind::EXTERNAL_JOB).id(j.instance).u64(j.job);
+                    let order = Key::empty().str(&j.operation).raw(&time_bytes(j.due));
+                    let (id, order) = (id.into_bytes(), order.into_bytes());
+                    w.put_ordered(id, kind::EXTERNAL_JOB_BY_TYPE, &order, record)?;
+                } else {
+                    let id = Key::new(kind::JOB).id(j.instance).u64(j.job).into_bytes();
+                    w.put_ordered(id, kind::JOB_BY_DUE, &time_bytes(j.due), record)?;
+                }
             }
             Op::DeleteJob { instance, job } => {
                 let id = Key::new(kind::JOB).id(instance).u64(job).into_bytes();
                 w.delete_ordered(id, kind::JOB_BY_DUE)?;
+                let id = Key::new(kind::EXTERNAL_JOB)
+                    .id(instance)
+                    .u64(job)
+                    .into_bytes();
+                w.delete_ordered(id, kind::EXTERNAL_JOB_BY_TYPE)?;
             }
             Op::PutTask(t) => {
                 let id = Key::new(kind::TASK).id(t.instance).u64(t.task).into_bytes();
@@ -598,6 +616,7 @@ impl Committer {
                 let indexed = [
                     (kind::TIMER, kind::TIMER_BY_DUE),
                     (kind::JOB, kind::JOB_BY_DUE),
+                    (kind::EXTERNAL_JOB, kind::EXTERNAL_JOB_BY_TYPE),
                     (kind::TASK, kind::TASK_BY_CREATION),
                     (kind::SUBSCRIPTION, kind::SUBSCRIPTION_BY_TOPIC),
                 ];
@@ -764,7 +783,14 @@ impl Store for SledStore {
 
     fn job(&self, instance: InstanceId, job: u64) -> Result<Option<JobRecord>> {
         let key = Key::new(kind::JOB).id(instance).u64(job).into_bytes();
-        self.by_id(&key, kind::JOB_BY_DUE, "job")
+        if let Some(found) = self.by_id(&key, kind::JOB_BY_DUE, "job")? {
+            return Ok(Some(found));
+        }
+        let key = Key::new(kind::EXTERNAL_JOB)
+            .id(instance)
+            .u64(job)
+            .into_bytes();
+        self.by_id(&key, kind::EXTERNAL_JOB_BY_TYPE, "external job")
     }
 
     fn due_jobs(&self, now: Timestamp, limit: usize) -> Result<Vec<JobRecord>> {
@@ -775,7 +801,57 @@ impl Store for SledStore {
 
     fn jobs_of(&self, instance: InstanceId) -> Result<Vec<JobRecord>> {
         let prefix = Key::new(kind::JOB).id(instance).into_bytes();
-        self.through_index(&prefix, kind::JOB_BY_DUE, "job")
+        let mut jobs: Vec<JobRecord> = self.through_index(&prefix, kind::JOB_BY_DUE, "job")?;
+        let prefix = Key::new(kind::EXTERNAL_JOB).id(instance).into_bytes();
+        let external: Vec<JobRecord> =
+            self.through_index(&prefix, kind::EXTERNAL_JOB_BY_TYPE, "external job")?;
+        jobs.extend(external);
+        jobs.sort_by_key(|j| j.job);
+        Ok(jobs)
+    }
+
+    fn due_external_jobs(
+        &self,
+        job_type: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<JobRecord>> {
+        // Keys are `X + type + 16 time bytes + id`: stop at the first one due later.
+        let prefix = Key::new(kind::EXTERNAL_JOB_BY_TYPE)
+            .str(job_type)
+            .into_bytes();
+        let until = time_bytes(now);
+        let _gate = self.read_gate();
+        let mut found = Vec::new();
+        for entry in self.db.scan_prefix(&prefix) {
+            if found.len() >= limit {
+                break;
+            }
+            let (key, value) = entry.map_err(from_sled)?;
+            let time = key.get(prefix.len()..prefix.len() + 16).ok_or_else(|| {
+                StoreError::Corrupt(format!("external job key too short: {}", show(&key)))
+            })?;
+            if time > &until[..] {
+                break;
+            }
+            let job: JobRecord = decode("external job", &key, &value)?;
+            if job.is_free_at(now) {
+                found.push(job);
+            }
+        }
+        Ok(found)
+    }
+
+    fn external_jobs(&self, limit: usize) -> Result<Vec<JobRecord>> {
+        let _gate = self.read_gate();
+        self.db
+            .scan_prefix([kind::EXTERNAL_JOB_BY_TYPE])
+            .take(limit)
+            .map(|entry| {
+                let (key, value) = entry.map_err(from_sled)?;
+                decode("external job", &key, &value)
+            })
+            .collect()
     }
 
     fn task(&self, instance: InstanceId, task: u64) -> Result<Option<TaskRecord>> {

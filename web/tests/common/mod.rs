@@ -14,6 +14,21 @@ use serde_json::{Value, json};
 
 /// A process that uses most of what the API shows: a user task with a form offered to a
 /// group, a message wait, and a service call that can end in an incident.
+/// A process whose one step waits for an external worker of type `score-lead`.
+pub const SCORE: &str = r#"process: score
+start: score
+steps:
+  score:
+    call: external.score-lead
+    input: { email: lead.email }
+    output: { score: result.score }
+    on:
+      - error: BAD_LEAD
+        goto: rejected
+  rejected:
+    set: { reason: error.message }
+"#;
+
 pub const ORDER: &str = r#"process: order
 name: Order
 start: review
@@ -192,6 +207,44 @@ impl Server {
     }
 
     /// A user with groups, and a `user` token acting for them.
+    /// Deploys `SCORE` (once) and starts an instance waiting for an external worker.
+    pub async fn start_external(&self) -> String {
+        let deployed = self.deploy("score.yaml", SCORE).await;
+        assert!(deployed.status.is_success(), "{}", deployed.text);
+        let started = self
+            .post(
+                "/api/instances",
+                &self.admin,
+                json!({"process": "score", "variables": {"lead": {"email": "ada@example.com"}}}),
+            )
+            .await
+            .expect(201);
+        started["id"].as_str().expect("id").to_string()
+    }
+
+    /// Starts a `SCORE` instance and fetches its job as `worker`: the job id and lease token.
+    pub async fn locked_external(&self, worker: &str, token: &str) -> (String, String) {
+        let instance = self.start_external().await;
+        let jobs = self
+            .post(
+                "/api/external-jobs/fetch-and-lock",
+                token,
+                json!({"worker": worker, "types": ["score-lead"], "max_jobs": 100}),
+            )
+            .await
+            .expect(200);
+        let job = jobs
+            .as_array()
+            .expect("a list")
+            .iter()
+            .find(|j| j["instance"] == instance.as_str())
+            .expect("the new instance's job");
+        (
+            job["id"].as_str().expect("id").to_string(),
+            job["lease_token"].as_str().expect("token").to_string(),
+        )
+    }
+
     pub fn user(&self, name: &str, groups: &[&str]) -> String {
         self.engine
             .put_user(UserRecord {
