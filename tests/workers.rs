@@ -146,7 +146,7 @@ async fn an_expired_lease_goes_to_a_second_worker_and_the_first_is_refused() {
     .await;
     assert_eq!(status, StatusCode::CONFLICT, "{refused}");
     assert!(
-        refused["code"] == "LEASE_EXPIRED" || refused["code"] == "LEASE_NOT_HELD",
+        refused["code"] == "lease_expired" || refused["code"] == "lease_not_held",
         "{refused}"
     );
 

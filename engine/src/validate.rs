@@ -34,7 +34,6 @@ impl Catalog {
         // The ERP connector maps any operation to an endpoint; create-order is the one we know.
         connectors.insert("erp".to_string(), Vec::new());
         connectors.insert("einvoice".to_string(), ops(&["render", "deliver"]));
-        connectors.insert("worker".to_string(), Vec::new());
         connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
         connectors.insert("test".to_string(), Vec::new());
         Catalog {

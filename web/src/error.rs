@@ -19,7 +19,7 @@ use crate::views::ProblemView;
 pub struct ErrorBody {
     /// Stable code: unauthorized, forbidden, not_found, bad_request, payload_too_large,
     /// invalid_definition, invalid_form, conflict, method_not_allowed, internal; and for
-    /// external workers LEASE_EXPIRED, LEASE_NOT_HELD (409) and JOB_NOT_FOUND (404).
+    /// external workers lease_expired, lease_not_held (409) and job_not_found (404).
     #[schema(example = "not_found")]
     pub code: String,
     /// What went wrong, for people.
@@ -133,13 +133,13 @@ impl From<EngineError> for ApiError {
             | EngineError::BadInput(_)
             | EngineError::BadUser(_) => ApiError::bad_request(message),
             EngineError::LeaseExpired { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "LEASE_EXPIRED", message)
+                ApiError::new(StatusCode::CONFLICT, "lease_expired", message)
             }
             EngineError::LeaseNotHeld { .. } => {
-                ApiError::new(StatusCode::CONFLICT, "LEASE_NOT_HELD", message)
+                ApiError::new(StatusCode::CONFLICT, "lease_not_held", message)
             }
             EngineError::JobNotFound { .. } => {
-                ApiError::new(StatusCode::NOT_FOUND, "JOB_NOT_FOUND", message)
+                ApiError::new(StatusCode::NOT_FOUND, "job_not_found", message)
             }
             EngineError::UnknownProcess(_)
             | EngineError::UnknownVersion { .. }

@@ -1,7 +1,7 @@
 //! External workers: any program takes jobs of a named type (`call: external.<type>`) over
 //! HTTP. It fetches and locks some with a lease (waiting for them up to `wait_ms`, long
 //! polling), may extend the lease, and completes, fails or raises a business error with the
-//! lease token the fetch gave it. A refused lease is 409 `LEASE_EXPIRED` or `LEASE_NOT_HELD`.
+//! lease token the fetch gave it. A refused lease is 409 `lease_expired` or `lease_not_held`.
 //!
 //! Long polling waits here, in the async layer, holding no engine lock: each look is one
 //! short blocking engine call, and between looks the request sleeps until an external job is
@@ -261,8 +261,8 @@ async fn fetch_and_lock(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 403, description = "The role may not take jobs", body = ErrorBody),
-        (status = 404, description = "No such external job (JOB_NOT_FOUND)", body = ErrorBody),
-        (status = 409, description = "LEASE_EXPIRED or LEASE_NOT_HELD", body = ErrorBody),
+        (status = 404, description = "No such external job (job_not_found)", body = ErrorBody),
+        (status = 409, description = "lease_expired or lease_not_held", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -312,8 +312,8 @@ async fn answer(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 403, description = "The role may not take jobs", body = ErrorBody),
-        (status = 404, description = "No such external job (JOB_NOT_FOUND)", body = ErrorBody),
-        (status = 409, description = "LEASE_EXPIRED or LEASE_NOT_HELD", body = ErrorBody),
+        (status = 404, description = "No such external job (job_not_found)", body = ErrorBody),
+        (status = 409, description = "lease_expired or lease_not_held", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -342,8 +342,8 @@ async fn complete(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 403, description = "The role may not take jobs", body = ErrorBody),
-        (status = 404, description = "No such external job (JOB_NOT_FOUND)", body = ErrorBody),
-        (status = 409, description = "LEASE_EXPIRED or LEASE_NOT_HELD", body = ErrorBody),
+        (status = 404, description = "No such external job (job_not_found)", body = ErrorBody),
+        (status = 409, description = "lease_expired or lease_not_held", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -380,8 +380,8 @@ async fn fail(
         (status = 401, description = "No valid token", body = ErrorBody),
         (status = 413, description = "The body is too large", body = ErrorBody),
         (status = 403, description = "The role may not take jobs", body = ErrorBody),
-        (status = 404, description = "No such external job (JOB_NOT_FOUND)", body = ErrorBody),
-        (status = 409, description = "LEASE_EXPIRED or LEASE_NOT_HELD", body = ErrorBody),
+        (status = 404, description = "No such external job (job_not_found)", body = ErrorBody),
+        (status = 409, description = "lease_expired or lease_not_held", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

@@ -991,7 +991,7 @@ async fn external_workers_fetch_lock_and_answer_over_http() {
         json!({"worker": "w2", "lease_token": token}),
     )
     .await
-    .expect_error(409, "LEASE_NOT_HELD");
+    .expect_error(409, "lease_not_held");
     s.post(
         "/api/external-jobs/nonsense/complete",
         &worker,
@@ -1005,7 +1005,7 @@ async fn external_workers_fetch_lock_and_answer_over_http() {
         json!({"worker": "w1", "lease_token": token}),
     )
     .await
-    .expect_error(404, "JOB_NOT_FOUND");
+    .expect_error(404, "job_not_found");
     s.call(
         Method::POST,
         &path("complete"),
@@ -1049,9 +1049,9 @@ async fn external_workers_fetch_lock_and_answer_over_http() {
         json!({"worker": "w1", "lease_token": token}),
     )
     .await
-    .expect_error(409, "LEASE_NOT_HELD");
+    .expect_error(409, "lease_not_held");
 
-    // A lease that ran out: LEASE_EXPIRED. A business error takes the error path.
+    // A lease that ran out: lease_expired. A business error takes the error path.
     let (id, token) = s.locked_external("w1", &worker).await;
     s.clock.advance(jiff::SignedDuration::from_secs(61));
     s.post(
@@ -1060,7 +1060,7 @@ async fn external_workers_fetch_lock_and_answer_over_http() {
         json!({"worker": "w1", "lease_token": token, "message": "down"}),
     )
     .await
-    .expect_error(409, "LEASE_EXPIRED");
+    .expect_error(409, "lease_expired");
     let again = s
         .post("/api/external-jobs/fetch-and-lock", &worker, fetch.clone())
         .await
