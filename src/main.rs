@@ -1,5 +1,5 @@
 //! The `ciclo` command: check process files, preview timers, print the process format's JSON
-//! Schema, draw a process, run the server (`serve`), and talk to a running server (`client`).
+//! Schema, draw a process, check and write e-invoices (`invoice`), run the server (`serve`), and talk to a running server (`client`).
 //!
 //! Exit codes: 0 ok, 1 a problem in what the user gave (an invalid process, a timer that can
 //! never fire, a bad flag, a request the server refused), 2 an I/O or server error (a file that
@@ -14,6 +14,7 @@ use clap::{Parser, Subcommand};
 mod client;
 mod data;
 mod fake_erp;
+mod invoice;
 mod logging;
 mod serve;
 mod validate;
@@ -73,6 +74,11 @@ enum Command {
     /// Run a fake ERP over HTTP JSON for tests and demos: stores orders, answers repeated
     /// idempotency keys with the first answer, can fail or be slow on demand.
     FakeErp(fake_erp::FakeErpArgs),
+    /// E-invoices: check an invoice (YAML or JSON) and write it as FatturaPA or UBL.
+    Invoice {
+        #[command(subcommand)]
+        command: invoice::InvoiceCommand,
+    },
     #[command(flatten)]
     Client(client::ClientCommand),
 }
@@ -165,6 +171,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(2, &e),
         },
+        Command::Invoice { command } => invoice::run(command),
         Command::Schema => {
             let schema = ciclo_engine::parse::json_schema();
             match serde_json::to_string_pretty(&schema) {

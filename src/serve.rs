@@ -69,6 +69,20 @@ struct FileConfig {
     /// People and their groups, created or updated at start.
     #[serde(default)]
     users: Vec<FileUser>,
+    /// Where `call: einvoice.issue` delivers invoices (docs/einvoicing.md).
+    einvoice: Option<FileEinvoice>,
+}
+
+/// `[einvoice]` of the configuration file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileEinvoice {
+    /// Folder the invoices are written to as `IT<VAT>_<progressive>.xml`; with `endpoint`, the
+    /// folder that keeps only the progressive counter and the job index. Default
+    /// `<data>/einvoices`.
+    folder: Option<PathBuf>,
+    /// An access point's URL (plain `http://`): invoices are POSTed there instead of written.
+    endpoint: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -201,6 +215,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub erp_url: Option<String>,
     pub erp_ca_file: Option<PathBuf>,
+    /// The e-invoice folder (files, or the counter and job index with an endpoint).
+    pub einvoice_folder: PathBuf,
+    /// The access point e-invoices are POSTed to; `None`: written to the folder.
+    pub einvoice_endpoint: Option<String>,
     users: Vec<FileUser>,
 }
 
@@ -274,17 +292,29 @@ impl Config {
             }
             None => (None, None, None),
         };
+        let data = args
+            .data
+            .clone()
+            .or(file.data)
+            .unwrap_or_else(|| PathBuf::from("ciclo-data"));
+        let (einvoice_folder, einvoice_endpoint) = match file.einvoice {
+            Some(e) => (e.folder, e.endpoint),
+            None => (None, None),
+        };
+        if let Some(url) = &einvoice_endpoint
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            bail!("[einvoice] endpoint `{url}`: give an https:// (or http://) URL");
+        }
         Ok(Config {
+            einvoice_folder: einvoice_folder.unwrap_or_else(|| data.join("einvoices")),
+            einvoice_endpoint,
             listen: args
                 .listen
                 .clone()
                 .or(file.listen)
                 .unwrap_or_else(|| "127.0.0.1:8080".into()),
-            data: args
-                .data
-                .clone()
-                .or(file.data)
-                .unwrap_or_else(|| PathBuf::from("ciclo-data")),
+            data,
             processes: args
                 .processes
                 .clone()
@@ -318,6 +348,20 @@ fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read the config file {}", path.display()))?;
     toml::from_str(&text).map_err(|e| anyhow::anyhow!("config file {}: {e}", path.display()))
+}
+
+/// The connectors and operations deploys are checked against: the engine's standard list,
+/// with the operations of the e-invoice connector as this binary implements them.
+pub fn catalog() -> Catalog {
+    let mut catalog = Catalog::standard();
+    catalog.connectors.insert(
+        "einvoice".into(),
+        ciclo_connectors::einvoice::OPERATIONS
+            .iter()
+            .map(|op| op.to_string())
+            .collect(),
+    );
+    catalog
 }
 
 /// The folder of connector mappings inside a process folder: its YAML files describe
@@ -411,7 +455,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data folder {}", config.data.display()))?;
     let store = crate::data::open_store(&config.data, &config.store)?;
     let erp = erp_connector(&config)?;
-    let mut catalog = Catalog::standard();
+    let mut catalog = catalog();
     if let Some(erp) = &erp {
         // Deploys then refuse `call: erp.<operation>` for an operation the mapping lacks.
         catalog
@@ -564,6 +608,25 @@ async fn serve(
     if let Some(erp) = erp {
         connectors.insert("erp".into(), Arc::new(erp));
     }
+    let (target, einvoice_line) = match &config.einvoice_endpoint {
+        Some(url) => (
+            ciclo_connectors::einvoice::Target::Http(url.clone()),
+            format!("e-invoices go to the access point {url}"),
+        ),
+        None => (
+            ciclo_connectors::einvoice::Target::Folder,
+            format!(
+                "e-invoices go to the folder {}",
+                config.einvoice_folder.display()
+            ),
+        ),
+    };
+    connectors.insert(
+        "einvoice".into(),
+        Arc::new(ciclo_connectors::EinvoiceConnector::new(
+            ciclo_connectors::einvoice::Delivery::new(&config.einvoice_folder, target),
+        )),
+    );
     let retention = (config.retention_days > 0)
         .then(|| jiff::SignedDuration::from_hours(24 * i64::from(config.retention_days)));
     let handle = Runtime::spawn(
@@ -595,6 +658,7 @@ async fn serve(
         deployed
     );
     println!("{mail_line}");
+    println!("{einvoice_line}");
     if let Some(line) = erp_line {
         println!("{line}");
     }

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use ciclo_engine::parse::{self, Catalog};
+use ciclo_engine::parse;
 
 /// Collects the YAML files named, or found in the folders named (recursively), in order; a
 /// `connectors` folder inside holds connector mappings and is skipped.
@@ -90,7 +90,7 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
             }
         }
     }
-    let mut catalog = Catalog::standard();
+    let mut catalog = crate::serve::catalog();
     catalog.processes = known;
     catalog.templates = template_names(&folders);
     let library = parse::load(&context, &catalog);
@@ -166,7 +166,7 @@ pub fn load_with_folder(
 ) -> Result<ciclo_engine::model::Definition, Vec<ciclo_engine::diagnostics::Problem>> {
     let name = file.display().to_string();
     let mut context = vec![(name.clone(), text.to_string())];
-    let mut catalog = Catalog::standard();
+    let mut catalog = crate::serve::catalog();
     catalog.processes.extend(process_id(text));
     if let Some(folder) = file.parent()
         && let Ok(entries) = std::fs::read_dir(if folder.as_os_str().is_empty() {

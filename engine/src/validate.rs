@@ -33,7 +33,8 @@ impl Catalog {
         connectors.insert("email".to_string(), ops(&["send"]));
         // The ERP connector maps any operation to an endpoint; create-order is the one we know.
         connectors.insert("erp".to_string(), Vec::new());
-        connectors.insert("einvoice".to_string(), ops(&["render", "deliver"]));
+        // The same list as `ciclo_connectors::einvoice::OPERATIONS` (the server uses that one).
+        connectors.insert("einvoice".to_string(), ops(&["issue", "deliver", "render"]));
         connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
         connectors.insert("test".to_string(), Vec::new());
         Catalog {
