@@ -49,8 +49,8 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, StoreError,
+    StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The database file inside the data folder.
@@ -113,11 +113,13 @@ enum Kind {
     Tokens,
     /// `(created_at, hash)` -> `TokenRecord`.
     TokensByCreation,
+    /// session hash -> `SessionRecord`.
+    Sessions,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 20] = [
+    const ALL: [Kind; 21] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -138,6 +140,7 @@ impl Kind {
         Kind::Users,
         Kind::Tokens,
         Kind::TokensByCreation,
+        Kind::Sessions,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -163,6 +166,7 @@ impl Kind {
             Kind::Users => "users",
             Kind::Tokens => "tokens",
             Kind::TokensByCreation => "tokens-by-creation",
+            Kind::Sessions => "sessions",
         }
     }
 
@@ -776,6 +780,13 @@ impl Committer {
                 let id = Key::empty().str(&hash).into_bytes();
                 w.delete_ordered(TOKENS, id)?;
             }
+            Op::PutSession(session) => {
+                let key = Key::empty().str(&session.hash).into_bytes();
+                w.put(Kind::Sessions, key, encode("session", &session)?);
+            }
+            Op::DeleteSession { hash } => {
+                w.delete(Kind::Sessions, Key::empty().str(&hash).into_bytes());
+            }
         }
         Ok(())
     }
@@ -1071,6 +1082,17 @@ impl Store for RedbStore {
 
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
         self.scan(Kind::TokensByCreation, &[], "token")
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let key = Key::empty().str(hash).into_bytes();
+        self.get(Kind::Sessions, &key)?
+            .map(|v| decode("session", &key, &v))
+            .transpose()
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.scan(Kind::Sessions, &[], "session")
     }
 }
 
