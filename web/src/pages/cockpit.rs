@@ -259,6 +259,7 @@ pub async fn instance(
                 for h in &history {
                     if let Some(step) = &h.step
                         && !seen.contains(step)
+                        && !detail.position.iter().any(|p| &p.step == step)
                     {
                         seen.push(step.clone());
                     }
