@@ -41,6 +41,14 @@ pub(crate) fn new_lease_token() -> Result<String, getrandom::Error> {
     Ok(hex(&bytes))
 }
 
+/// 32 bytes from the operating system's random source, in lowercase hex: web session ids and
+/// their CSRF secrets.
+pub fn random_hex() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; SECRET_BYTES];
+    getrandom::fill(&mut bytes)?;
+    Ok(hex(&bytes))
+}
+
 fn hex(bytes: &[u8]) -> String {
     let mut text = String::with_capacity(bytes.len() * 2);
     for byte in bytes {

@@ -226,8 +226,42 @@ pub struct UserTask {
     pub form: Vec<FormField>,
     /// When the task is due, from its creation (a duration schedule).
     pub due: Option<Schedule>,
-    /// Fields or a template shown to the person deciding (for the inbox).
+    /// A template shown to the person deciding (for the inbox).
     pub summary: Option<Template>,
+    /// What the task's page shows of the instance (`show:`), in order.
+    pub show: Vec<ShowItem>,
+}
+
+/// One entry of a user task's `show:` list: a labelled value, or a table of a list of maps.
+#[derive(Clone, Debug)]
+pub struct ShowItem {
+    pub label: String,
+    pub content: ShowContent,
+    pub format: Option<ShowFormat>,
+    pub span: Span,
+}
+
+#[derive(Clone, Debug)]
+pub enum ShowContent {
+    /// One value: an expression over the instance's variables.
+    Value(Expr),
+    /// A list of maps as a table: the list, then per column its heading and an expression
+    /// over the row's keys.
+    Table {
+        rows: Expr,
+        columns: Vec<(String, Expr)>,
+    },
+}
+
+/// How a shown value is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShowFormat {
+    /// Two decimals, thousands grouped: `12,500.00`.
+    Money,
+    /// A fraction as a percentage: `0.125` -> `12.5 %`.
+    Percent,
+    /// A date or an instant's date: `2026-03-01`.
+    Date,
 }
 
 #[derive(Clone, Debug)]

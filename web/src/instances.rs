@@ -207,14 +207,14 @@ fn wait_view(state: &InstanceState, wait: &Wait) -> WaitView {
     }
 }
 
-fn step_name(def: &Definition, step: u32) -> (String, Option<String>) {
+pub(crate) fn step_name(def: &Definition, step: u32) -> (String, Option<String>) {
     def.steps
         .get(step as usize)
         .map(|s| (s.name.clone(), s.label.clone()))
         .unwrap_or_else(|| (format!("#{step}"), None))
 }
 
-fn detail(engine: &Engine, id: Uuid) -> Result<InstanceDetail, ApiError> {
+pub(crate) fn detail(engine: &Engine, id: Uuid) -> Result<InstanceDetail, ApiError> {
     let (record, state) = engine
         .instance(id)?
         .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))?;
@@ -584,33 +584,35 @@ async fn diagram(
 ) -> Result<impl IntoResponse, ApiError> {
     caller.require(auth::READ_INSTANCES)?;
     let svg = state
-        .blocking(move |engine| {
-            let (_, st) = engine
-                .instance(id)?
-                .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))?;
-            let def = engine
-                .definition_version(&st.process, st.version)
-                .ok_or_else(|| {
-                    ApiError::internal(format!("instance {id} has no loaded definition"))
-                })?;
-            let current: BTreeSet<String> = st
-                .tokens
-                .iter()
-                .map(|t| step_name(&def, t.step).0)
-                .collect();
-            let done: BTreeSet<String> = engine
-                .store()
-                .history(id)?
-                .into_iter()
-                .filter_map(|h| h.step)
-                .filter(|s| !current.contains(s))
-                .collect();
-            let highlight = Highlight {
-                current: current.into_iter().collect(),
-                done: done.into_iter().collect(),
-            };
-            Ok(ciclo_engine::diagram::svg(&def, Some(&highlight)))
-        })
+        .blocking(move |engine| highlighted_svg(engine, id))
         .await?;
     Ok(svg_response(svg))
+}
+
+/// The instance's diagram with its current steps (`current`) and the steps of its history
+/// (`done`) marked, for the API and the instance page.
+pub(crate) fn highlighted_svg(engine: &Engine, id: Uuid) -> Result<String, ApiError> {
+    let (_, st) = engine
+        .instance(id)?
+        .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))?;
+    let def = engine
+        .definition_version(&st.process, st.version)
+        .ok_or_else(|| ApiError::internal(format!("instance {id} has no loaded definition")))?;
+    let current: BTreeSet<String> = st
+        .tokens
+        .iter()
+        .map(|t| step_name(&def, t.step).0)
+        .collect();
+    let done: BTreeSet<String> = engine
+        .store()
+        .history(id)?
+        .into_iter()
+        .filter_map(|h| h.step)
+        .filter(|s| !current.contains(s))
+        .collect();
+    let highlight = Highlight {
+        current: current.into_iter().collect(),
+        done: done.into_iter().collect(),
+    };
+    Ok(ciclo_engine::diagram::svg(&def, Some(&highlight)))
 }

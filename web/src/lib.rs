@@ -1,6 +1,7 @@
 //! Ciclo's HTTP API: JSON under `/api` for definitions, instances, messages, tasks,
-//! incidents, jobs, external workers' jobs, users and tokens; an OpenAPI 3.1 document generated from the handlers
-//! (`/api/openapi.json`); Prometheus metrics (`/metrics`) and a health check (`/healthz`).
+//! incidents, jobs, external workers' jobs, users and tokens; an OpenAPI 3.1 document generated
+//! from the handlers (`/api/openapi.json`); Prometheus metrics (`/metrics`) and a health check
+//! (`/healthz`); and the server-rendered pages (`pages`: sign-in, inbox, task decisions, cockpit).
 //!
 //! The crate owns no state of its own: every change goes through `ciclo_engine::Engine`, whose
 //! calls are blocking and so run on tokio's blocking threads (`state::blocking`). The web
@@ -24,6 +25,7 @@ mod instances;
 mod messages;
 mod observe;
 mod page;
+pub mod pages;
 mod state;
 mod system;
 mod tasks;
@@ -45,6 +47,9 @@ pub struct WebConfig {
     pub max_page: usize,
     /// Whether `/metrics` answers without a token (Prometheus scrapers usually have none).
     pub public_metrics: bool,
+    /// Whether the pages' cookies are marked `Secure` even on plain HTTP requests (set it
+    /// behind a TLS proxy that does not send `X-Forwarded-Proto`).
+    pub secure_cookies: bool,
 }
 
 impl Default for WebConfig {
@@ -54,6 +59,7 @@ impl Default for WebConfig {
             default_page: 50,
             max_page: 500,
             public_metrics: true,
+            secure_cookies: false,
         }
     }
 }
@@ -94,8 +100,11 @@ pub fn install_metrics() -> PrometheusHandle {
 pub fn app(engine: Arc<Engine>, config: WebConfig, metrics: PrometheusHandle) -> Router {
     let max_body = config.max_body_bytes;
     let state = AppState::new(engine, config, metrics);
+    // Parse the page templates now: a broken one stops the start, not a later request.
+    pages::templates();
     let (router, _) = api_router().split_for_parts();
     let router = router
+        .merge(pages::router())
         .fallback(error::not_found_route)
         .method_not_allowed_fallback(error::method_not_allowed)
         .with_state(state);

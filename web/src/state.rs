@@ -15,6 +15,8 @@ pub struct AppState {
     pub(crate) engine: Arc<Engine>,
     pub(crate) config: Arc<WebConfig>,
     pub(crate) metrics: PrometheusHandle,
+    /// Failed sign-ins per name (in memory, per server).
+    pub(crate) lockout: Arc<crate::pages::session::Lockout>,
 }
 
 impl AppState {
@@ -23,6 +25,7 @@ impl AppState {
             engine,
             config: Arc::new(config),
             metrics,
+            lockout: Arc::default(),
         }
     }
 

@@ -3,8 +3,9 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
+use ciclo_engine::machine::{FieldError, MachineError};
 use ciclo_engine::model::{FieldKind, StepKind};
-use ciclo_engine::runtime::Engine;
+use ciclo_engine::runtime::{Engine, EngineError};
 use ciclo_engine::store::TaskRecord;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -108,7 +109,7 @@ struct TaskPath {
 
 /// Whether the caller may act on `task`: admins and operators on every task, others on the
 /// tasks assigned to them and the unassigned ones offered to one of their groups.
-fn may_act(caller: &Caller, task: &TaskRecord) -> bool {
+pub(crate) fn may_act(caller: &Caller, task: &TaskRecord) -> bool {
     if caller.sees_all_tasks() {
         return true;
     }
@@ -120,7 +121,7 @@ fn may_act(caller: &Caller, task: &TaskRecord) -> bool {
 }
 
 /// Loads a task the caller may act on: 404 when it is not open, 403 when it is not theirs.
-fn task_for(
+pub(crate) fn task_for(
     engine: &Engine,
     caller: &Caller,
     instance: Uuid,
@@ -236,7 +237,7 @@ async fn get_one(
         .await
 }
 
-fn field_view(field: &ciclo_engine::model::FormField) -> FormFieldView {
+pub(crate) fn field_view(field: &ciclo_engine::model::FormField) -> FormFieldView {
     let (kind, min, max, options) = match &field.kind {
         FieldKind::Text => ("text", None, None, vec![]),
         FieldKind::Number { min, max } => (
@@ -338,11 +339,29 @@ async fn complete(
     let values = vars_from_json(request.values, "values")?;
     state
         .blocking(move |engine| {
-            task_for(engine, &caller, path.instance, path.task)?;
-            Ok(engine.complete_task(path.instance, path.task, values, &caller.actor())?)
+            complete_as(engine, &caller, path.instance, path.task, values)?
+                .map_err(|fields| EngineError::Refused(MachineError::InvalidForm(fields)).into())
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Completes a task the caller may act on with form values, as the API and the pages both do:
+/// the outer error is a refusal (no such task, not the caller's), the inner one the fields
+/// whose values do not fit the form, for the caller to show next to each field.
+pub(crate) fn complete_as(
+    engine: &Engine,
+    caller: &Caller,
+    instance: Uuid,
+    task: u64,
+    values: ciclo_engine::Vars,
+) -> Result<Result<(), Vec<FieldError>>, ApiError> {
+    task_for(engine, caller, instance, task)?;
+    match engine.complete_task(instance, task, values, &caller.actor()) {
+        Ok(()) => Ok(Ok(())),
+        Err(EngineError::Refused(MachineError::InvalidForm(fields))) => Ok(Err(fields)),
+        Err(other) => Err(other.into()),
+    }
 }
 
 /// Give a task to a user, or back to its groups.

@@ -16,12 +16,14 @@ use crate::auth::{self, Caller};
 use crate::error::{ApiError, ErrorBody};
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::page::{Page, PageQuery, paginate};
+use crate::pages::session;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(list_users))
         .routes(routes!(get_user, put_user, delete_user))
+        .routes(routes!(set_password))
         .routes(routes!(create_token, list_tokens))
         .routes(routes!(revoke_token))
 }
@@ -280,6 +282,56 @@ async fn delete_user(
     state
         .blocking(move |engine| {
             if engine.delete_user(&name)? {
+                Ok(StatusCode::NO_CONTENT)
+            } else {
+                Err(ApiError::not_found(format!("no user {name:?}")))
+            }
+        })
+        .await
+}
+
+/// A new web sign-in password.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordRequest {
+    /// At least 10 characters. Stored only as an argon2 hash.
+    pub password: String,
+}
+
+/// Set a user's password for the web pages (argon2-hashed; the password is never stored or
+/// logged). The user's open web sessions end. A user without a password cannot sign in.
+#[utoipa::path(
+    put,
+    path = "/api/users/{name}/password",
+    tag = "users",
+    params(("name" = String, Path)),
+    request_body = PasswordRequest,
+    responses(
+        (status = 204, description = "Set"),
+        (status = 400, description = "Malformed body, or a password shorter than 10 characters", body = ErrorBody),
+        (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "No such user", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+async fn set_password(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath(name): ApiPath<String>,
+    ApiJson(request): ApiJson<PasswordRequest>,
+) -> Result<StatusCode, ApiError> {
+    caller.require(auth::ADMIN)?;
+    session::check_new_password(&request.password)?;
+    state
+        .blocking(move |engine| {
+            if engine.user(&name)?.is_none() {
+                return Err(ApiError::not_found(format!("no user {name:?}")));
+            }
+            // argon2 takes tens of milliseconds of CPU on purpose: on this blocking thread.
+            let hash = session::hash_password(&request.password)?;
+            if engine.set_password_hash(&name, Some(hash))? {
                 Ok(StatusCode::NO_CONTENT)
             } else {
                 Err(ApiError::not_found(format!("no user {name:?}")))

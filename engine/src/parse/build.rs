@@ -1370,6 +1370,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
         let summary = node
             .get("summary")
             .and_then(|n| self.template(n, "`summary`"));
+        let show = node.get("show").map(|n| self.show(n)).unwrap_or_default();
         let due = node.get("due").and_then(|n| self.schedule(n, None, ""));
         if let Some(reminders) = node.get("reminders") {
             if reminders.as_map().is_some() {
@@ -1430,9 +1431,109 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 form,
                 due,
                 summary,
+                show,
             }),
             None => StepKind::End(EndKind::None),
         }
+    }
+
+    /// A user task's `show:`: a list of `{label, value | table + columns, format}`.
+    fn show(&mut self, node: &Node) -> Vec<ShowItem> {
+        let expected = "a list such as `- { label: Total, value: quote.total }`";
+        let Some(items) = node.as_seq() else {
+            if !node.is_null() {
+                self.wrong_type(node, "`show`", expected);
+            }
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items {
+            if item.as_map().is_none() {
+                self.wrong_type(
+                    item,
+                    "an entry of `show`",
+                    "a map with `label` and `value` or `table`",
+                );
+                continue;
+            }
+            self.check_keys(item, &refs(keys::SHOW), "this entry of `show`");
+            let label = item.get("label").and_then(|l| self.text(l, "`label`"));
+            let format = item.get("format").and_then(|f| match f.text() {
+                Some("money") => Some(ShowFormat::Money),
+                Some("percent") => Some(ShowFormat::Percent),
+                Some("date") => Some(ShowFormat::Date),
+                _ => {
+                    self.report(
+                        f.span,
+                        codes::INVALID_VALUE,
+                        format!("unknown format `{}`", f.text().unwrap_or("?")),
+                        Some("use money, percent or date".into()),
+                    );
+                    None
+                }
+            });
+            let content = match (item.get("value"), item.get("table"), item.get("columns")) {
+                (Some(value), None, None) => self.expr(value, "`value`").map(ShowContent::Value),
+                (None, Some(table), Some(columns)) => {
+                    let rows = self.expr(table, "`table`");
+                    let columns = self.show_columns(columns);
+                    rows.map(|rows| ShowContent::Table { rows, columns })
+                }
+                (None, Some(table), None) => {
+                    self.report(
+                        table.span,
+                        codes::MISSING_KEY,
+                        "`table` needs `columns`".into(),
+                        Some("write `columns: { Product: name, Qty: qty }`".into()),
+                    );
+                    None
+                }
+                (Some(value), Some(_), _) | (Some(value), None, Some(_)) => {
+                    self.report(
+                        value.span,
+                        codes::INVALID_VALUE,
+                        "an entry of `show` has a `value`, or a `table` with `columns`, not both"
+                            .into(),
+                        None,
+                    );
+                    None
+                }
+                (None, None, _) => {
+                    self.report(
+                        item.span,
+                        codes::MISSING_KEY,
+                        "an entry of `show` needs `value`, or `table` with `columns`".into(),
+                        None,
+                    );
+                    None
+                }
+            };
+            if let (Some(label), Some(content)) = (label, content) {
+                out.push(ShowItem {
+                    label,
+                    content,
+                    format,
+                    span: item.span,
+                });
+            }
+        }
+        out
+    }
+
+    fn show_columns(&mut self, node: &Node) -> Vec<(String, Expr)> {
+        let Some(entries) = node.as_map() else {
+            self.wrong_type(node, "`columns`", "a map of headings to expressions");
+            return Vec::new();
+        };
+        let mut columns = Vec::new();
+        for (key, value) in entries {
+            let heading = self.text(key, "a column heading");
+            let expr = self.expr(value, "a column");
+            if let (Some(heading), Some(expr)) = (heading, expr) {
+                columns.push((heading, expr));
+            }
+        }
+        columns
     }
 
     fn form(&mut self, node: &Node) -> Vec<FormField> {

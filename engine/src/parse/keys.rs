@@ -386,6 +386,11 @@ pub const USER_TASK: &[Key] = &[
         Shape::Template,
     ),
     key(
+        "show",
+        "What the task's page shows: `- { label: Total, value: quote.total, format: money }` or `- { label: Lines, table: quote.lines, columns: { Product: name } }`.",
+        Shape::ListOf(SHOW),
+    ),
+    key(
         "due",
         "When the task is due, a duration such as P2D.",
         Shape::Timer,
@@ -399,6 +404,31 @@ pub const USER_TASK: &[Key] = &[
         "escalate",
         "An interrupting timer: `{ after: P3D, goto: director }`.",
         Shape::Object(ESCALATE),
+    ),
+];
+
+/// Keys of one entry of a user task's `show:`.
+pub const SHOW: &[Key] = &[
+    required(
+        "label",
+        "What the value is called on the page.",
+        Shape::Text,
+    ),
+    key("value", "The value, an expression.", Shape::Expr),
+    key(
+        "table",
+        "A list of maps to show as a table, an expression.",
+        Shape::Expr,
+    ),
+    key(
+        "columns",
+        "The table's columns: heading -> expression over a row's keys.",
+        Shape::Mapping,
+    ),
+    key(
+        "format",
+        "How to write the value.",
+        Shape::Enum(&["money", "percent", "date"]),
     ),
 ];
 

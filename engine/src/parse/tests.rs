@@ -1183,3 +1183,86 @@ fn json_schema_is_valid_json_with_descriptions() {
     let start = &schema["anyOf"][0]["properties"]["start"]["anyOf"];
     assert_eq!(start.as_array().unwrap().len(), 3);
 }
+
+#[test]
+fn user_task_show() {
+    let library = load(
+        &[(
+            "p.yaml".to_string(),
+            unindent(
+                r#"
+                process: p
+                steps:
+                  a:
+                    task: Decide
+                    show:
+                      - { label: Customer, value: quote.customer.name }
+                      - { label: Total, value: quote.total, format: money }
+                      - label: Lines
+                        table: quote.lines
+                        columns: { Product: name, List price: list_price }
+                "#,
+            ),
+        )],
+        &Catalog::standard(),
+    );
+    assert_eq!(render(&library.problems), "");
+    let def = &library.definitions[0];
+    let StepKind::User(task) = &def.step(def.index["a"]).kind else {
+        panic!("not a user task")
+    };
+    let shown: Vec<String> = task
+        .show
+        .iter()
+        .map(|item| match &item.content {
+            ShowContent::Value(e) => format!("{}={} {:?}", item.label, e.source(), item.format),
+            ShowContent::Table { rows, columns } => format!(
+                "{}={} [{}]",
+                item.label,
+                rows.source(),
+                columns
+                    .iter()
+                    .map(|(h, e)| format!("{h}:{}", e.source()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        })
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "Customer=quote.customer.name None",
+            "Total=quote.total Some(Money)",
+            "Lines=quote.lines [Product:name, List price:list_price]",
+        ]
+    );
+}
+
+#[test]
+fn user_task_show_problems() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            task: Decide
+            show:
+              - { label: Total, value: quote.total +, format: euro }
+              - { label: Lines, table: quote.lines }
+              - { value: x }
+              - { label: Both, value: x, table: y, columns: { A: a } }
+              - { label: Bad column, table: y, columns: { A: "a +" } }
+        "#,
+        expect![[r#"
+            p.yaml:6:45: CICLO-E0120 bad expression `quote.total +`: unexpected end of expression
+            p.yaml:6:55: CICLO-E0107 unknown format `euro`
+              hint: use money, percent or date
+            p.yaml:7:32: CICLO-E0104 `table` needs `columns`
+              hint: write `columns: { Product: name, Qty: qty }`
+            p.yaml:8:9: CICLO-E0104 this entry of `show` needs `label`
+              hint: what the value is called on the page
+            p.yaml:9:31: CICLO-E0107 an entry of `show` has a `value`, or a `table` with `columns`, not both
+            p.yaml:10:58: CICLO-E0120 bad expression `a +`: unexpected end of expression
+        "#]],
+    );
+}

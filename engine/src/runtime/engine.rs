@@ -29,8 +29,8 @@ use crate::model::{Definition, StartTrigger};
 use crate::parse::{self, Catalog};
 use crate::store::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceId, InstanceRecord,
-    InstanceStatus, JobRecord, MessageRecord, Op, Role, Store, StoreError, SubscriptionRecord,
-    TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceStatus, JobRecord, MessageRecord, Op, Role, SessionRecord, Store, StoreError,
+    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -1166,6 +1166,53 @@ impl Engine {
         Ok(self.store.users()?)
     }
 
+    /// Sets (or with `None` removes) a user's password hash (an argon2 PHC string made by the
+    /// caller: hashing is slow on purpose and belongs on the caller's thread). Removing it, or
+    /// changing it, also ends the user's web sessions. Returns whether the user exists.
+    pub fn set_password_hash(&self, name: &str, hash: Option<String>) -> Result<bool> {
+        let _accounts = lock(&auth::ACCOUNTS);
+        let Some(mut user) = self.store.user(name)? else {
+            return Ok(false);
+        };
+        user.password_hash = hash;
+        let mut batch = Batch::default();
+        batch.push(Op::PutUser(user));
+        for session in self.store.sessions()? {
+            if session.user == name {
+                batch.push(Op::DeleteSession { hash: session.hash });
+            }
+        }
+        self.store.commit(batch)?;
+        Ok(true)
+    }
+
+    /// Stores a web session (new, or seen again).
+    pub fn put_session(&self, session: SessionRecord) -> Result<()> {
+        self.store.commit(Batch {
+            ops: vec![Op::PutSession(session)],
+        })?;
+        Ok(())
+    }
+
+    /// The web session whose id hashes to `hash`.
+    pub fn session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        Ok(self.store.session(hash)?)
+    }
+
+    /// Ends a web session, and any session last seen before `stale_before` (so sessions left
+    /// without a sign-out do not pile up).
+    pub fn delete_session(&self, hash: &str, stale_before: Timestamp) -> Result<()> {
+        let mut batch = Batch::default();
+        batch.push(Op::DeleteSession { hash: hash.into() });
+        for session in self.store.sessions()? {
+            if session.last_seen < stale_before && session.hash != hash {
+                batch.push(Op::DeleteSession { hash: session.hash });
+            }
+        }
+        self.store.commit(batch)?;
+        Ok(())
+    }
+
     /// Deletes a user and, in the same write, every token acting for them: a user created
     /// later under the same name must not inherit them. Returns whether there was a user.
     pub fn delete_user(&self, name: &str) -> Result<bool> {
@@ -1178,6 +1225,11 @@ impl Engine {
         for token in self.store.tokens()? {
             if token.user.as_deref() == Some(name) {
                 batch.push(Op::DeleteToken { hash: token.hash });
+            }
+        }
+        for session in self.store.sessions()? {
+            if session.user == name {
+                batch.push(Op::DeleteSession { hash: session.hash });
             }
         }
         self.store.commit(batch)?;

@@ -17,7 +17,8 @@ use uuid::Uuid;
 
 use super::{
     DefinitionRecord, HistoryRecord, IncidentRecord, InstanceRecord, InstanceStatus, JobRecord,
-    MessageRecord, Role, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    MessageRecord, Role, SessionRecord, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord,
+    UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -58,6 +59,7 @@ stored! {
     HistoryRecord => HistoryDef,
     UserRecord => UserDef,
     TokenRecord => TokenDef,
+    SessionRecord => SessionDef,
 }
 
 /// An instant as `(seconds, nanoseconds)` since the Unix epoch.
@@ -359,6 +361,18 @@ struct TokenDef {
     label: Option<String>,
     #[serde(with = "instant")]
     created_at: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "SessionRecord")]
+struct SessionDef {
+    hash: String,
+    user: String,
+    csrf: String,
+    #[serde(with = "instant")]
+    created_at: Timestamp,
+    #[serde(with = "instant")]
+    last_seen: Timestamp,
 }
 
 #[cfg(test)]

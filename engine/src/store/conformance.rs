@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, InstanceStatus, JobRecord, MessageRecord, Op, Role, Store, SubscriptionRecord,
-    TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, InstanceStatus, JobRecord, MessageRecord, Op, Role, SessionRecord, Store,
+    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -44,6 +44,7 @@ macro_rules! conformance_tests {
             request_keys,
             users_round_trip_replace_and_delete,
             tokens_round_trip_order_and_delete,
+            sessions_round_trip_replace_and_delete,
             batch_effects_all_visible_and_ordered,
             remove_finished_removes_exactly_the_old_finished,
             concurrent_commits_all_visible,
@@ -1057,6 +1058,59 @@ pub fn tokens_round_trip_order_and_delete(store: &dyn Store) {
     );
     assert_eq!(store.token("a1").unwrap(), None);
     assert_eq!(hashes(store.tokens().unwrap()), vec!["d4", "b2", "c3"]);
+}
+
+pub fn session(hash: &str, user: &str, created_at: Timestamp) -> SessionRecord {
+    SessionRecord {
+        hash: hash.into(),
+        user: user.into(),
+        csrf: format!("csrf-{hash}"),
+        created_at,
+        last_seen: created_at,
+    }
+}
+
+pub fn sessions_round_trip_replace_and_delete(store: &dyn Store) {
+    assert_eq!(store.sessions().unwrap(), vec![]);
+    commit(
+        store,
+        vec![
+            Op::PutSession(session("b2", "bruno", at(20))),
+            Op::PutSession(session("a1", "anna", at(10))),
+            Op::PutSession(session("a1\u{0}x", "anna", at(30))),
+        ],
+    );
+    assert_eq!(
+        store.session("a1").unwrap(),
+        Some(session("a1", "anna", at(10)))
+    );
+    assert_eq!(store.session("a").unwrap(), None);
+    let hashes = |sessions: Vec<SessionRecord>| -> Vec<String> {
+        sessions.into_iter().map(|s| s.hash).collect()
+    };
+    assert_eq!(
+        hashes(store.sessions().unwrap()),
+        vec!["a1", "a1\u{0}x", "b2"],
+        "by hash"
+    );
+
+    // Replacing (a request seen later) keeps one session with the new time.
+    let mut seen = session("a1", "anna", at(10));
+    seen.last_seen = at(50);
+    commit(store, vec![Op::PutSession(seen.clone())]);
+    assert_eq!(store.session("a1").unwrap(), Some(seen));
+    assert_eq!(store.sessions().unwrap().len(), 3);
+
+    commit(
+        store,
+        vec![
+            Op::DeleteSession { hash: "a1".into() },
+            // Deleting what is not there is not an error.
+            Op::DeleteSession { hash: "zz".into() },
+        ],
+    );
+    assert_eq!(store.session("a1").unwrap(), None);
+    assert_eq!(hashes(store.sessions().unwrap()), vec!["a1\u{0}x", "b2"]);
 }
 
 pub fn batch_effects_all_visible_and_ordered(store: &dyn Store) {

@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, SubscriptionRecord, TaskRecord,
-    TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, SubscriptionRecord,
+    TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// `(instance, number)`: how timers, jobs, tasks, incidents, history lines and subscriptions
@@ -57,6 +57,8 @@ struct Maps {
     /// By hash.
     tokens: BTreeMap<String, TokenRecord>,
     tokens_by_creation: BTreeSet<(Timestamp, String)>,
+    /// By hash.
+    sessions: BTreeMap<String, SessionRecord>,
 }
 
 impl MemoryStore {
@@ -204,6 +206,12 @@ impl Maps {
                 if let Some(old) = self.tokens.remove(&hash) {
                     self.tokens_by_creation.remove(&(old.created_at, hash));
                 }
+            }
+            Op::PutSession(session) => {
+                self.sessions.insert(session.hash.clone(), session);
+            }
+            Op::DeleteSession { hash } => {
+                self.sessions.remove(&hash);
             }
         }
     }
@@ -476,6 +484,14 @@ impl Store for MemoryStore {
             .iter()
             .filter_map(|(_, hash)| maps.tokens.get(hash).cloned())
             .collect())
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        Ok(self.read().sessions.get(hash).cloned())
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        Ok(self.read().sessions.values().cloned().collect())
     }
 }
 

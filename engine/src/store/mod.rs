@@ -342,6 +342,19 @@ pub struct TokenRecord {
     pub created_at: Timestamp,
 }
 
+/// A signed-in web session. Identified by `hash`; listed by hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// Lowercase hex SHA-256 of the session id in the cookie; the id itself is never stored.
+    pub hash: String,
+    pub user: String,
+    /// The per-session secret every form of the pages carries (CSRF protection).
+    pub csrf: String,
+    pub created_at: Timestamp,
+    /// The last request seen, for the idle timeout.
+    pub last_seen: Timestamp,
+}
+
 /// One change. A `Batch` of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -397,6 +410,11 @@ pub enum Op {
     /// Creates or replaces the token `hash`.
     PutToken(TokenRecord),
     DeleteToken {
+        hash: String,
+    },
+    /// Creates or replaces the web session `hash`.
+    PutSession(SessionRecord),
+    DeleteSession {
         hash: String,
     },
 }
@@ -517,4 +535,9 @@ pub trait Store: Send + Sync + 'static {
     fn token(&self, hash: &str) -> Result<Option<TokenRecord>>;
     /// Every token, oldest first (ties by hash).
     fn tokens(&self) -> Result<Vec<TokenRecord>>;
+
+    /// The web session whose id hashes to `hash`.
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>>;
+    /// Every web session, by hash (to remove expired ones and a deleted user's).
+    fn sessions(&self) -> Result<Vec<SessionRecord>>;
 }

@@ -49,8 +49,8 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, StoreError,
+    StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The database file inside the data folder.
@@ -117,11 +117,13 @@ enum Kind {
     ExternalJobs,
     /// `(type, due, instance, job)` -> `JobRecord` of an external job (not in `JobsByDue`).
     ExternalJobsByType,
+    /// session hash -> `SessionRecord`.
+    Sessions,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 22] = [
+    const ALL: [Kind; 23] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -144,6 +146,7 @@ impl Kind {
         Kind::TokensByCreation,
         Kind::ExternalJobs,
         Kind::ExternalJobsByType,
+        Kind::Sessions,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -171,6 +174,7 @@ impl Kind {
             Kind::TokensByCreation => "tokens-by-creation",
             Kind::ExternalJobs => "external-jobs",
             Kind::ExternalJobsByType => "external-jobs-by-type",
+            Kind::Sessions => "sessions",
         }
     }
 
@@ -796,6 +800,13 @@ impl Committer {
                 let id = Key::empty().str(&hash).into_bytes();
                 w.delete_ordered(TOKENS, id)?;
             }
+            Op::PutSession(session) => {
+                let key = Key::empty().str(&session.hash).into_bytes();
+                w.put(Kind::Sessions, key, encode("session", &session)?);
+            }
+            Op::DeleteSession { hash } => {
+                w.delete(Kind::Sessions, Key::empty().str(&hash).into_bytes());
+            }
         }
         Ok(())
     }
@@ -1150,6 +1161,17 @@ impl Store for RedbStore {
 
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
         self.scan(Kind::TokensByCreation, &[], "token")
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let key = Key::empty().str(hash).into_bytes();
+        self.get(Kind::Sessions, &key)?
+            .map(|v| decode("session", &key, &v))
+            .transpose()
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.scan(Kind::Sessions, &[], "session")
     }
 }
 

@@ -40,8 +40,8 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, Store, StoreError, StoreStats,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, StoreError,
+    StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The first byte of every key: what kind of record follows. Lower case keys hold records or
@@ -89,6 +89,8 @@ mod kind {
     pub const TOKEN: u8 = b'o';
     /// `(created_at, hash)` -> `TokenRecord`.
     pub const TOKEN_BY_CREATION: u8 = b'O';
+    /// session hash -> `SessionRecord`.
+    pub const SESSION: u8 = b'w';
 }
 
 /// Store bookkeeping: the next message sequence (its kind byte, `#`, is used by nothing else).
@@ -593,6 +595,13 @@ impl Committer {
                 let id = Key::new(kind::TOKEN).str(&hash).into_bytes();
                 w.delete_ordered(id, kind::TOKEN_BY_CREATION)?;
             }
+            Op::PutSession(session) => {
+                let key = Key::new(kind::SESSION).str(&session.hash).into_bytes();
+                w.put(key, encode("session", &session)?);
+            }
+            Op::DeleteSession { hash } => {
+                w.delete(Key::new(kind::SESSION).str(&hash).into_bytes());
+            }
         }
         Ok(())
     }
@@ -948,6 +957,17 @@ impl Store for SledStore {
 
     fn tokens(&self) -> Result<Vec<TokenRecord>> {
         self.scan(&[kind::TOKEN_BY_CREATION], "token")
+    }
+
+    fn session(&self, hash: &str) -> Result<Option<SessionRecord>> {
+        let key = Key::new(kind::SESSION).str(hash).into_bytes();
+        self.get(&key)?
+            .map(|v| decode("session", &key, &v))
+            .transpose()
+    }
+
+    fn sessions(&self) -> Result<Vec<SessionRecord>> {
+        self.scan(&[kind::SESSION], "session")
     }
 }
 
