@@ -102,3 +102,193 @@ fn zero_rated_lines_carry_no_exemption_reason_in_ubl() {
         validator_accepts(&xml, natura);
     }
 }
+
+#[test]
+fn inputs_the_schemas_or_en16931_reject_are_refused_by_their_rule() {
+    use Format::{FatturaPa, Ubl};
+    let ten_thousand_lines: Vec<Value> = (0..10_000)
+        .map(|_| json!({"description": "x", "quantity": "1", "unit_price": "1", "vat_rate": "22"}))
+        .collect();
+    // (what, changes, formats, rule, line)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, Value)>,
+        Vec<Format>,
+        &'a str,
+        Option<usize>,
+    );
+    let cases: Vec<Case> = vec![
+        // XML 1.0 cannot carry these at all: the file would not even be well-formed.
+        (
+            "control character in a name",
+            vec![("/seller/name", json!("Rossi\u{1}srl"))],
+            vec![FatturaPa, Ubl],
+            "EINV-TEXT-CHARACTER",
+            None,
+        ),
+        (
+            "control character in a description",
+            vec![("/lines/0/description", json!("Cons\u{1b}ulenza"))],
+            vec![FatturaPa, Ubl],
+            "EINV-TEXT-CHARACTER",
+            Some(1),
+        ),
+        (
+            "U+FFFF in a name",
+            vec![("/seller/name", json!("Rossi\u{ffff}"))],
+            vec![Ubl],
+            "EINV-TEXT-CHARACTER",
+            None,
+        ),
+        // Code lists of EN 16931 (BR-CL-04, BR-CL-14, BR-CO-09, BR-CL-25).
+        (
+            "currency not in ISO 4217",
+            vec![("/currency", json!("XYZ"))],
+            vec![FatturaPa, Ubl],
+            "EINV-CURRENCY",
+            None,
+        ),
+        (
+            "country not in ISO 3166",
+            vec![("/buyer/address/country", json!("XX"))],
+            vec![FatturaPa, Ubl],
+            "EINV-COUNTRY",
+            None,
+        ),
+        (
+            "VAT number with an unknown prefix",
+            vec![
+                ("/buyer/vat_id", json!("XX123456")),
+                ("/buyer/endpoint", json!({"scheme": "0088", "id": "123"})),
+            ],
+            vec![FatturaPa, Ubl],
+            "EINV-BUYER-VAT",
+            None,
+        ),
+        (
+            "endpoint scheme not in the EAS list",
+            vec![("/buyer/endpoint", json!({"scheme": "1234", "id": "123"}))],
+            vec![FatturaPa, Ubl],
+            "EINV-ENDPOINT",
+            None,
+        ),
+        // FatturaPA's schema: Data from 1970, Numero and UnitaMisura in ASCII, e-mail types,
+        // non-empty texts, NumeroLinea up to 9999.
+        (
+            "issue date before 1970",
+            vec![
+                ("/issue_date", json!("1960-01-01")),
+                ("/payment/due_date", json!("1960-02-01")),
+            ],
+            vec![FatturaPa, Ubl],
+            "EINV-ISSUE-DATE",
+            None,
+        ),
+        (
+            "accented invoice number",
+            vec![("/number", json!("2026/è1"))],
+            vec![FatturaPa],
+            "EINV-FATTURAPA-TEXT",
+            None,
+        ),
+        (
+            "accented referred number",
+            vec![
+                ("/type", json!("credit_note")),
+                (
+                    "/refers_to",
+                    json!({"number": "è", "issue_date": "2026-03-01"}),
+                ),
+            ],
+            vec![FatturaPa],
+            "EINV-FATTURAPA-TEXT",
+            None,
+        ),
+        (
+            "accented unit",
+            vec![("/lines/0/unit", json!("pezzò"))],
+            vec![FatturaPa],
+            "EINV-FATTURAPA-TEXT",
+            Some(1),
+        ),
+        (
+            "empty unit",
+            vec![("/lines/0/unit", json!(""))],
+            vec![FatturaPa],
+            "EINV-FATTURAPA-TEXT",
+            Some(1),
+        ),
+        (
+            "seller e-mail without a domain",
+            vec![("/seller/email", json!("abc@example"))],
+            vec![FatturaPa, Ubl],
+            "EINV-EMAIL",
+            None,
+        ),
+        (
+            "seller e-mail too short",
+            vec![("/seller/email", json!("a@b.c"))],
+            vec![FatturaPa, Ubl],
+            "EINV-EMAIL",
+            None,
+        ),
+        (
+            "PEC without a local part",
+            vec![("/buyer/pec", json!("@abcdefg.it"))],
+            vec![FatturaPa, Ubl],
+            "EINV-PEC",
+            None,
+        ),
+        (
+            "empty exemption reason",
+            vec![
+                ("/lines/0/vat_rate", json!("0")),
+                ("/lines/0/natura", json!("N4")),
+                ("/lines/0/exemption_reason", json!("")),
+            ],
+            vec![FatturaPa, Ubl],
+            "EINV-EXEMPTION-REASON",
+            Some(1),
+        ),
+        (
+            "10,000 lines",
+            vec![("/lines", Value::Array(ten_thousand_lines))],
+            vec![FatturaPa],
+            "EINV-FATTURAPA-LINES",
+            None,
+        ),
+    ];
+    for (name, changes, formats, code, line) in cases {
+        let invoice = with(&changes);
+        for format in formats {
+            println!("{name} ({})", format.name());
+            refused(&invoice, format, code, line);
+        }
+    }
+}
+
+#[test]
+fn what_the_rules_still_accept_passes_the_validator() {
+    // The neighbours of the refused cases: Greek VAT numbers start with EL, tabs and line
+    // breaks are fine in texts, Latin-1 in names, a PEC of the usual shape.
+    let invoice = with(&[
+        ("/seller/name", json!("Müller & Söhne\tS.r.l.")),
+        ("/seller/email", json!("fatture@rossi.example.it")),
+        ("/lines/0/description", json!("riga 1\nriga 2 <&>")),
+        ("/lines/0/unit", json!("pz")),
+        ("/buyer/vat_id", json!("EL123456789")),
+        ("/buyer/address/country", json!("GR")),
+        ("/buyer/address/postal_code", json!("10431")),
+        (
+            "/buyer/endpoint",
+            json!({"scheme": "9933", "id": "123456789"}),
+        ),
+        ("/issue_date", json!("1970-01-01")),
+        ("/payment/due_date", json!("1970-02-01")),
+    ]);
+    for format in [Format::FatturaPa, Format::Ubl] {
+        let xml = einvoice::render(&invoice, format, "00001")
+            .unwrap_or_else(|p| panic!("{}", einvoice::describe(&p)));
+        validator_accepts(&xml, format.name());
+    }
+}
