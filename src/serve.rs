@@ -639,7 +639,9 @@ async fn serve(
     );
 
     let metrics = ciclo_web::install_metrics();
+    let stopping = ciclo_web::Stopping::default();
     let web_config = ciclo_web::WebConfig {
+        stopping: stopping.clone(),
         max_body_bytes: config.max_body_bytes,
         public_metrics: config.public_metrics,
         ..Default::default()
@@ -673,7 +675,11 @@ async fn serve(
     tracing::info!(%addr, store = %config.store, "server started");
 
     axum::serve(listener, app.into_make_service())
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            // Long polls answer now; the graceful shutdown then waits only for short requests.
+            stopping.stop();
+        })
         .await
         .context("the HTTP server failed")?;
     // No new requests now: let jobs in flight finish and be recorded, then flush and close.

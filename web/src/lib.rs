@@ -50,6 +50,37 @@ pub struct WebConfig {
     /// Whether the pages' cookies are marked `Secure` even on plain HTTP requests (set it
     /// behind a TLS proxy that does not send `X-Forwarded-Proto`).
     pub secure_cookies: bool,
+    /// Set when the server stops: long polls answer at once instead of holding the shutdown
+    /// up to their `wait_ms`.
+    pub stopping: Stopping,
+}
+
+/// A signal that the server is stopping, cheap to clone; `stop` wakes every waiter.
+#[derive(Clone, Debug, Default)]
+pub struct Stopping(Arc<StoppingInner>);
+
+#[derive(Debug, Default)]
+struct StoppingInner {
+    stopped: std::sync::atomic::AtomicBool,
+    notify: tokio::sync::Notify,
+}
+
+impl Stopping {
+    pub fn stop(&self) {
+        self.0
+            .stopped
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.0.notify.notify_waiters();
+    }
+
+    /// Resolves once `stop` was called (at once if it already was).
+    pub async fn stopped(&self) {
+        let notified = self.0.notify.notified();
+        if self.0.stopped.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        notified.await;
+    }
 }
 
 impl Default for WebConfig {
@@ -60,6 +91,7 @@ impl Default for WebConfig {
             max_page: 500,
             public_metrics: true,
             secure_cookies: false,
+            stopping: Stopping::default(),
         }
     }
 }

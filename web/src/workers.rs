@@ -244,6 +244,8 @@ async fn fetch_and_lock(
         tokio::select! {
             _ = written => {}
             _ = tokio::time::sleep(left.min(RECHECK)) => {}
+            // The server is stopping: answer `[]` now, so that the shutdown does not wait.
+            _ = state.config.stopping.stopped() => return Ok(axum::Json(Vec::new())),
         }
     }
 }

@@ -15,6 +15,7 @@ use std::fmt;
 
 use rust_decimal::{Decimal, RoundingStrategy};
 
+use super::codes::{COUNTRIES, CURRENCIES, EAS_SCHEMES};
 use super::model::{DocumentKind, Invoice, Line, Number};
 
 /// One broken rule.
@@ -307,19 +308,109 @@ fn blank(text: &str) -> bool {
     text.trim().is_empty()
 }
 
+/// A VAT number: a country prefix EN 16931 knows (ISO 3166, or EL for Greece; BR-CO-09), then
+/// letters and digits.
 fn is_vat_id(text: &str) -> bool {
     let bytes = text.as_bytes();
     bytes.len() >= 4
         && bytes.len() <= 30
-        && bytes[..2].iter().all(u8::is_ascii_uppercase)
-        && bytes[2..].iter().all(u8::is_ascii_alphanumeric)
+        && bytes.iter().all(u8::is_ascii_alphanumeric)
+        && (&text[..2] == "EL" || COUNTRIES.contains(&&text[..2]))
 }
 
+/// An ISO 3166-1 alpha-2 code, as EN 16931 lists them (BR-CL-14).
 fn is_country(text: &str) -> bool {
+    COUNTRIES.contains(&text)
+}
+
+/// Two capital letters (an Italian province).
+fn is_province(text: &str) -> bool {
     text.len() == 2 && text.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// A character XML 1.0 cannot carry at all (C0 controls other than tab, line feed and carriage
+/// return; U+FFFE and U+FFFF): a file holding one is not XML.
+fn xml_illegal(c: char) -> bool {
+    (c < ' ' && !matches!(c, '\t' | '\n' | '\r')) || matches!(c, '\u{FFFE}' | '\u{FFFF}')
+}
+
+/// An address as FatturaPA's EmailType reads it (the stricter of its two e-mail types, used for
+/// PECDestinatario): dot-separated atoms of `[!#-'*+/-9=?A-Z^-~-]`, `@`, the same again, at most
+/// 256 characters. Contatti/Email (EmailContattiType) accepts every such address too.
+pub(crate) fn is_email(text: &str) -> bool {
+    let atoms = |part: &str| {
+        !part.is_empty()
+            && part.split('.').all(|atom| {
+                !atom.is_empty()
+                    && atom
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+/=?^_`{|}~-".contains(&b))
+            })
+    };
+    (7..=256).contains(&text.len())
+        && text
+            .split_once('@')
+            .is_some_and(|(local, domain)| atoms(local) && domain.contains('.') && atoms(domain))
+}
+
+/// Every text of the invoice that is written into the XML as given.
+fn texts(invoice: &Invoice) -> Vec<(String, Option<usize>, &str)> {
+    let mut out: Vec<(String, Option<usize>, &str)> =
+        vec![("number".into(), None, &invoice.number)];
+    if let Some(reference) = &invoice.refers_to {
+        out.push(("refers_to.number".into(), None, &reference.number));
+    }
+    if let Some(reference) = &invoice.buyer_reference {
+        out.push(("buyer_reference".into(), None, reference));
+    }
+    for (who, name, address) in [
+        ("seller", &invoice.seller.name, &invoice.seller.address),
+        ("buyer", &invoice.buyer.name, &invoice.buyer.address),
+    ] {
+        out.push((format!("{who}.name"), None, name));
+        out.push((format!("{who}.address.street"), None, &address.street));
+        out.push((format!("{who}.address.city"), None, &address.city));
+        out.push((
+            format!("{who}.address.postal_code"),
+            None,
+            &address.postal_code,
+        ));
+    }
+    if let Some(endpoint) = &invoice.buyer.endpoint {
+        out.push(("buyer.endpoint.id".into(), None, &endpoint.id));
+    }
+    for (i, line) in invoice.lines.iter().enumerate() {
+        let n = i + 1;
+        out.push((
+            format!("lines[{n}].description"),
+            Some(n),
+            &line.description,
+        ));
+        if let Some(unit) = &line.unit {
+            out.push((format!("lines[{n}].unit"), Some(n), unit));
+        }
+        if let Some(reason) = &line.exemption_reason {
+            out.push((format!("lines[{n}].exemption_reason"), Some(n), reason));
+        }
+    }
+    out
+}
+
 fn check_document(invoice: &Invoice, p: &mut Problems) {
+    for (field, line, text) in texts(invoice) {
+        if let Some(c) = text.chars().find(|c| xml_illegal(*c)) {
+            p.add(
+                "EINV-TEXT-CHARACTER",
+                line,
+                field,
+                format!(
+                    "the character U+{:04X} cannot be written in XML",
+                    u32::from(c)
+                ),
+                "remove the control character (tabs and line breaks are fine)",
+            );
+        }
+    }
     let number = invoice.number.trim();
     if number.is_empty() || number.chars().count() > 20 {
         p.add(
@@ -330,13 +421,22 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
             "FatturaPA's Numero holds at most 20 characters",
         );
     }
-    if invoice.currency.len() != 3 || !invoice.currency.bytes().all(|b| b.is_ascii_uppercase()) {
+    if !CURRENCIES.contains(&invoice.currency.as_str()) {
         p.add(
             "EINV-CURRENCY",
             None,
             "currency",
             format!("`{}` is not an ISO 4217 currency code", invoice.currency),
-            "write three capital letters, such as EUR",
+            "write an ISO 4217 code in capitals, such as EUR, USD or CHF",
+        );
+    }
+    if invoice.issue_date < jiff::civil::date(1970, 1, 1) {
+        p.add(
+            "EINV-ISSUE-DATE",
+            None,
+            "issue_date",
+            format!("the issue date {} is before 1970", invoice.issue_date),
+            "FatturaPA accepts no earlier date: check the year",
         );
     }
     match (invoice.kind, &invoice.refers_to) {
@@ -382,7 +482,7 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
             None,
             "seller.vat_id",
             format!("`{vat}` is not a VAT number with a country prefix"),
-            "write it like IT01234567890: two capital letters, then letters and digits",
+            "write it like IT01234567890: a country code (EL for Greece), then letters and digits",
         ),
         Some(vat)
             if vat.starts_with("IT")
@@ -413,6 +513,17 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
         );
     }
     check_party_texts("seller", &seller.name, &seller.address, p);
+    if let Some(email) = &seller.email
+        && !is_email(email)
+    {
+        p.add(
+            "EINV-EMAIL",
+            None,
+            "seller.email",
+            format!("`{email}` is not an e-mail address"),
+            "write an address such as fatture@rossi.example.it, or leave it out",
+        );
+    }
     if let Some(code) = &seller.tax_code
         && !is_tax_code(code)
     {
@@ -435,7 +546,7 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
             None,
             "buyer.vat_id",
             format!("`{vat}` is not a VAT number with a country prefix"),
-            "write it like DE123456789: two capital letters, then letters and digits",
+            "write it like DE123456789: a country code (EL for Greece), then letters and digits",
         );
     }
     if let Some(code) = &buyer.tax_code
@@ -488,7 +599,7 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
         _ => {}
     }
     if let Some(pec) = &buyer.pec
-        && (pec.len() < 7 || pec.len() > 256 || !pec.contains('@'))
+        && !is_email(pec)
     {
         p.add(
             "EINV-PEC",
@@ -500,14 +611,14 @@ fn check_document(invoice: &Invoice, p: &mut Problems) {
     }
     if let Some(endpoint) = &buyer.endpoint
         && (endpoint.scheme.len() != 4
-            || !endpoint.scheme.bytes().all(|b| b.is_ascii_digit())
+            || !EAS_SCHEMES.contains(&endpoint.scheme.as_str())
             || blank(&endpoint.id))
     {
         p.add(
             "EINV-ENDPOINT",
             None,
             "buyer.endpoint",
-            "the Peppol endpoint needs a 4-digit EAS scheme and an id",
+            "the Peppol endpoint needs a scheme from the EAS code list and an id",
             "for example {scheme: \"0211\", id: IT01234567890}",
         );
     }
@@ -629,11 +740,11 @@ fn check_party_texts(who: &str, name: &str, address: &super::model::Address, p: 
             None,
             format!("{who}.address.country"),
             format!("`{}` is not an ISO 3166 country code", address.country),
-            "write two capital letters, such as IT or DE",
+            "write an ISO 3166 code in capitals, such as IT or DE",
         );
     }
     if let Some(province) = &address.province
-        && !is_country(province)
+        && !is_province(province)
     {
         p.add(
             "EINV-PROVINCE",
@@ -789,6 +900,15 @@ fn check_line(invoice: &Invoice, n: usize, line: &Line, p: &mut Problems) -> Opt
             "buyer.vat_id",
             format!("Natura {} needs the buyer's VAT number", natura.unwrap_or_default()),
             "with reverse charge or an intra-community supply the buyer accounts for the VAT: add buyer.vat_id",
+        );
+    }
+    if line.exemption_reason.as_deref().is_some_and(blank) {
+        p.add(
+            "EINV-EXEMPTION-REASON",
+            Some(n),
+            field("exemption_reason"),
+            "the exemption reason is empty",
+            "cite the law, or leave it out for the Natura code's default",
         );
     }
     if line.exemption_reason.is_some() && natura.is_none() {

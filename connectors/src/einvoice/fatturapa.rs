@@ -25,17 +25,56 @@ pub fn version(invoice: &Invoice) -> &'static str {
     }
 }
 
-/// The rules only FatturaPA has: its texts are Latin-1 and bounded in length.
+/// Most lines a FatturaPA body holds (NumeroLinea is 1..9999).
+const MAX_LINES: usize = 9999;
+
+/// The rules only FatturaPA has: its texts are Latin-1 (codes such as Numero and UnitaMisura
+/// plain ASCII), not empty and bounded in length, and a body has at most 9999 lines.
 pub fn problems(invoice: &Invoice) -> Vec<Problem> {
-    // (field, line, text, most characters FatturaPA allows)
-    let mut texts: Vec<(String, Option<usize>, &str, usize)> = Vec::new();
+    let mut out = Vec::new();
+    if invoice.lines.len() > MAX_LINES {
+        out.push(Problem {
+            code: "EINV-FATTURAPA-LINES",
+            line: None,
+            field: "lines".into(),
+            message: format!(
+                "{} lines: a FatturaPA document holds at most {MAX_LINES}",
+                invoice.lines.len()
+            ),
+            hint: "split the invoice in two".into(),
+        });
+    }
+    // (field, line, text, most characters FatturaPA allows, ASCII only)
+    let mut texts: Vec<(String, Option<usize>, &str, usize, bool)> =
+        vec![("number".into(), None, invoice.number.trim(), 20, true)];
+    if let Some(reference) = &invoice.refers_to {
+        texts.push((
+            "refers_to.number".into(),
+            None,
+            reference.number.trim(),
+            20,
+            true,
+        ));
+    }
     for (who, name, address) in [
         ("seller", &invoice.seller.name, &invoice.seller.address),
         ("buyer", &invoice.buyer.name, &invoice.buyer.address),
     ] {
-        texts.push((format!("{who}.name"), None, name, 80));
-        texts.push((format!("{who}.address.street"), None, &address.street, 60));
-        texts.push((format!("{who}.address.city"), None, &address.city, 60));
+        texts.push((format!("{who}.name"), None, name, 80, false));
+        texts.push((
+            format!("{who}.address.street"),
+            None,
+            &address.street,
+            60,
+            false,
+        ));
+        texts.push((
+            format!("{who}.address.city"),
+            None,
+            &address.city,
+            60,
+            false,
+        ));
     }
     for (i, line) in invoice.lines.iter().enumerate() {
         let n = i + 1;
@@ -44,23 +83,33 @@ pub fn problems(invoice: &Invoice) -> Vec<Problem> {
             Some(n),
             &line.description,
             1000,
+            false,
         ));
         if let Some(unit) = &line.unit {
-            texts.push((format!("lines[{n}].unit"), Some(n), unit, 10));
+            texts.push((format!("lines[{n}].unit"), Some(n), unit, 10, true));
         }
         if let Some(reason) = &line.exemption_reason {
-            texts.push((format!("lines[{n}].exemption_reason"), Some(n), reason, 100));
+            texts.push((
+                format!("lines[{n}].exemption_reason"),
+                Some(n),
+                reason,
+                100,
+                false,
+            ));
         }
     }
-    let mut out = Vec::new();
-    for (field, line, value, max) in texts {
-        let bad = value.chars().find(|c| u32::from(*c) > 0xFF);
-        if bad.is_none() && value.chars().count() <= max {
-            continue;
-        }
+    for (field, line, value, max, ascii) in texts {
+        let limit = if ascii { 0x7F } else { 0xFF };
+        let bad = value.chars().find(|c| u32::from(*c) > limit);
+        let length = value.chars().count();
         let message = match bad {
+            Some(c) if ascii => {
+                format!("`{c}` cannot be written in this FatturaPA field (plain ASCII only)")
+            }
             Some(c) => format!("`{c}` cannot be written in FatturaPA (Latin-1 characters only)"),
-            None => format!("at most {max} characters in FatturaPA"),
+            None if length == 0 => "cannot be empty in FatturaPA".to_string(),
+            None if length > max => format!("at most {max} characters in FatturaPA"),
+            None => continue,
         };
         out.push(Problem {
             code: "EINV-FATTURAPA-TEXT",

@@ -15,6 +15,7 @@
 //! (retried).
 
 pub mod check;
+mod codes;
 pub mod deliver;
 pub mod fatturapa;
 pub mod model;

@@ -221,7 +221,9 @@ fn tax_category(x: &mut Xml, name: &str, category: Category, rate: Decimal, reas
     if category != Category::NotSubject {
         x.leaf("cbc:Percent", &fixed(rate, 2));
     }
-    if let Some(reason) = reason {
+    // EN 16931 wants a reason on every category without VAT except zero rated (BR-Z-10 forbids
+    // one there).
+    if let Some(reason) = reason.filter(|_| category != Category::Zero) {
         x.optional("cbc:TaxExemptionReasonCode", category.exemption_code())
             .leaf("cbc:TaxExemptionReason", reason);
     }
