@@ -469,6 +469,14 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let templates = ciclo_connectors::email::Templates::load(&templates_dir)
         .map_err(|e| anyhow::anyhow!("e-mail templates: {e}"))?;
     catalog.templates = Some(templates.names().map(str::to_string).collect());
+    // The e-invoice folder (the files, or with an endpoint the counter and the job index) must
+    // be writable now rather than at the first customer's invoice.
+    writable_folder(&config.einvoice_folder).with_context(|| {
+        format!(
+            "the e-invoice folder {} is not writable: fix its permissions or set [einvoice] folder in ciclo.toml",
+            config.einvoice_folder.display()
+        )
+    })?;
     let engine = Engine::open(store, Arc::new(SystemClock), catalog)?;
 
     // Deploy the process folder: a file with problems stops the start, with every problem.
@@ -530,6 +538,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
 fn erp_connector(config: &Config) -> anyhow::Result<Option<ciclo_connectors::ErpConnector>> {
     let file = config.processes.join(CONNECTORS_FOLDER).join("erp.yaml");
     if !file.exists() {
+        if config.erp_url.is_some() || config.erp_ca_file.is_some() {
+            println!(
+                "ERP: erp_url / CICLO_ERP_URL is set but {} does not exist: no ERP connector",
+                file.display()
+            );
+        }
         return Ok(None);
     }
     let mapping = ciclo_connectors::ErpConfig::load(&file)?;
@@ -555,7 +569,14 @@ fn erp_connector(config: &Config) -> anyhow::Result<Option<ciclo_connectors::Erp
         url,
         ciclo_connectors::Secrets::from_env(),
         extra_roots.as_deref(),
-    )?;
+    )
+    .map_err(|e| match (e, &config.erp_ca_file) {
+        (ciclo_connectors::erp::Error::Client(message), Some(path)) => anyhow::anyhow!(
+            "the ERP CA file {} (erp_ca_file or CICLO_ERP_CA_FILE): {message}",
+            path.display()
+        ),
+        (other, _) => other.into(),
+    })?;
     if url.starts_with("http://") && !is_local_url(url) {
         tracing::warn!(
             url = %url,
@@ -731,6 +752,14 @@ fn is_local_url(url: &str) -> bool {
             .trim_end_matches(']')
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Creates `dir` if needed and proves a file can be written in it.
+fn writable_folder(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".ciclo-write-check-{}", std::process::id()));
+    std::fs::write(&probe, b"")?;
+    std::fs::remove_file(&probe)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `ciclo` command as a user runs it: exit codes, output format, the shipped files.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 fn ciclo(args: &[&str]) -> Output {
@@ -216,5 +217,56 @@ fn validate_reports_a_send_step_whose_template_is_missing() {
         ciclo(&["validate", lone.to_str().unwrap()])
             .status
             .success()
+    );
+}
+
+#[test]
+fn serve_refuses_an_unwritable_einvoice_folder_and_a_bad_erp_ca_file_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("blocker");
+    std::fs::write(&blocker, "a file, not a folder").unwrap();
+    let processes = Path::new(env!("CARGO_MANIFEST_DIR")).join("processes");
+    let config = dir.path().join("ciclo.toml");
+    std::fs::write(
+        &config,
+        format!("[einvoice]\nfolder = {:?}\n", blocker.join("invoices")),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let serve = |config: &Path, env: &[(&str, &str)]| {
+        Command::new(env!("CARGO_BIN_EXE_ciclo"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(config)
+            .arg("--data")
+            .arg(&data)
+            .arg("--processes")
+            .arg(&processes)
+            .envs(env.iter().copied())
+            .output()
+            .expect("ciclo runs")
+    };
+    let out = serve(&config, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("the e-invoice folder") && err.contains("not writable"),
+        "{err}"
+    );
+
+    let not_pem = dir.path().join("ca.txt");
+    std::fs::write(&not_pem, "no certificate here").unwrap();
+    std::fs::write(&config, "erp_url = \"https://erp.example\"\n").unwrap();
+    let out = serve(
+        &config,
+        &[
+            ("CICLO_ERP_CA_FILE", not_pem.to_str().unwrap()),
+            ("CICLO_SECRET_ERP_TOKEN", "t"),
+        ],
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("ERP CA file") && err.contains("ca.txt"),
+        "{err}"
     );
 }
