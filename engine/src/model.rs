@@ -231,7 +231,7 @@ pub struct UserTask {
     /// What the task's page shows of the instance (`show:`), in order.
     pub show: Vec<ShowItem>,
     /// `email:` — decision links sent by e-mail when the task opens.
-    pub email: Option<EmailLinks>,
+    pub email: Option<Box<EmailLinks>>,
 }
 
 /// A user task's `email:`: when the task opens, a generated step (`<task>.email`, a

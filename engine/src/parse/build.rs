@@ -1448,7 +1448,8 @@ impl<'t, 'n> FileParser<'t, 'n> {
         }
         let email = node
             .get("email")
-            .and_then(|email| self.email_links(email, node, &form, boundary));
+            .and_then(|email| self.email_links(email, node, &form, boundary))
+            .map(Box::new);
         match title {
             Some(title) => StepKind::User(UserTask {
                 title,
