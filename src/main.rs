@@ -15,6 +15,7 @@ mod client;
 mod data;
 mod fake_erp;
 mod invoice;
+mod links;
 mod logging;
 mod serve;
 mod validate;

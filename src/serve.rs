@@ -71,6 +71,11 @@ struct FileConfig {
     users: Vec<FileUser>,
     /// Where `call: einvoice.issue` delivers invoices (docs/einvoicing.md).
     einvoice: Option<FileEinvoice>,
+    /// The address people reach this server at, for links in e-mails (also
+    /// `CICLO_PUBLIC_URL`). Default `http://<the address it listens on>`.
+    public_url: Option<String>,
+    /// Days an e-mail decision link works after it is sent. Default 7.
+    link_ttl_days: Option<u32>,
 }
 
 /// `[einvoice]` of the configuration file.
@@ -219,6 +224,10 @@ pub struct Config {
     pub einvoice_folder: PathBuf,
     /// The access point e-invoices are POSTed to; `None`: written to the folder.
     pub einvoice_endpoint: Option<String>,
+    /// The address links in e-mails start with; `None`: `http://<listen address>`.
+    pub public_url: Option<String>,
+    /// How long an e-mail decision link works.
+    pub link_ttl: jiff::SignedDuration,
     users: Vec<FileUser>,
 }
 
@@ -339,6 +348,18 @@ impl Config {
                 .filter(|p| !p.trim().is_empty())
                 .map(PathBuf::from)
                 .or(file.erp_ca_file),
+            public_url: std::env::var("CICLO_PUBLIC_URL")
+                .ok()
+                .filter(|u| !u.trim().is_empty())
+                .or(file.public_url)
+                .map(|u| u.trim_end_matches('/').to_string()),
+            link_ttl: {
+                let days = file.link_ttl_days.unwrap_or(7);
+                if days == 0 {
+                    bail!("link_ttl_days must be at least 1");
+                }
+                jiff::SignedDuration::from_hours(24 * i64::from(days))
+            },
             users: file.users,
         })
     }
@@ -361,6 +382,10 @@ pub fn catalog() -> Catalog {
             .map(|op| op.to_string())
             .collect(),
     );
+    // E-mail decision links (`email:` on a user task), served by `links::LinksConnector`.
+    catalog
+        .connectors
+        .insert("links".into(), vec!["send".to_string()]);
     catalog
 }
 
@@ -618,7 +643,8 @@ async fn serve(
             )
         }
     };
-    connectors.insert("email".into(), Arc::new(email));
+    let email = Arc::new(email);
+    connectors.insert("email".into(), email.clone());
     let erp_line = erp.as_ref().map(|erp| {
         format!(
             "ERP: {} at {}",
@@ -648,6 +674,34 @@ async fn serve(
             ciclo_connectors::einvoice::Delivery::new(&config.einvoice_folder, target),
         )),
     );
+    // Bound before the runtime starts, so links can name the real port (`--listen ...:0`).
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let addr: SocketAddr = listener.local_addr()?;
+    let link_secret =
+        ciclo_web::links::LinkSecret::load_or_create(&config.data.join("link-secret"))
+            .with_context(|| {
+                format!(
+                    "cannot read or create {}",
+                    config.data.join("link-secret").display()
+                )
+            })?;
+    connectors.insert(
+        "links".into(),
+        Arc::new(crate::links::LinksConnector {
+            engine: engine.clone(),
+            email,
+            options: Arc::new(ciclo_web::links::LinkOptions {
+                secret: link_secret,
+                ttl: config.link_ttl,
+                public_url: config
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{addr}")),
+            }),
+        }),
+    );
     let retention = (config.retention_days > 0)
         .then(|| jiff::SignedDuration::from_hours(24 * i64::from(config.retention_days)));
     let handle = Runtime::spawn(
@@ -668,10 +722,6 @@ async fn serve(
         ..Default::default()
     };
     let app = ciclo_web::app(engine.clone(), web_config, metrics);
-    let listener = tokio::net::TcpListener::bind(&config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let addr: SocketAddr = listener.local_addr()?;
     // These lines are read by people and by tests: keep their shape.
     println!("listening on http://{addr}");
     println!("data folder: {}", config.data.display());

@@ -230,6 +230,27 @@ pub struct UserTask {
     pub summary: Option<Template>,
     /// What the task's page shows of the instance (`show:`), in order.
     pub show: Vec<ShowItem>,
+    /// `email:` — decision links sent by e-mail when the task opens.
+    pub email: Option<Box<EmailLinks>>,
+}
+
+/// A user task's `email:`: when the task opens, a generated step (`<task>.email`, a
+/// `links.send` job started by a non-interrupting `PT0S` boundary timer) e-mails the person one
+/// link per option of the decision field.
+#[derive(Clone, Debug)]
+pub struct EmailLinks {
+    /// The e-mail template (`<processes>/templates/<name>`).
+    pub template: String,
+    /// The choice field the links decide; one link per option.
+    pub field: String,
+    /// The generated step that sends the e-mail.
+    pub step: StepId,
+}
+
+/// The name of the step generated for a user task's `email:`. A `.` cannot appear in a step
+/// name written in a file, so it never clashes with one.
+pub fn email_step_name(task: &str) -> String {
+    format!("{task}.email")
 }
 
 /// One entry of a user task's `show:` list: a labelled value, or a table of a list of maps.

@@ -22,6 +22,7 @@ mod error;
 mod extract;
 mod incidents;
 mod instances;
+pub mod links;
 mod messages;
 mod observe;
 mod page;

@@ -86,6 +86,9 @@ struct Slot<'n> {
     span: Span,
     node: &'n Node,
     parent: Option<StepId>,
+    /// For a step generated from a user task's `email:`, the task (`node` is then the
+    /// `email:` map).
+    email_of: Option<StepId>,
 }
 
 struct FileParser<'t, 'n> {
@@ -609,11 +612,28 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 }
             }
             self.slots.push(Slot {
-                name,
+                name: name.clone(),
                 span: key.span,
                 node,
                 parent,
+                email_of: None,
             });
+            // A user task's `email:` gets a generated step right after the task; its name
+            // cannot clash with a written one (a `.` is not allowed in step names).
+            if node.get("task").is_some()
+                && let Some(email) = node.get("email").filter(|e| e.as_map().is_some())
+            {
+                let generated = email_step_name(&name);
+                self.names
+                    .insert(generated.clone(), self.slots.len() as StepId);
+                self.slots.push(Slot {
+                    name: generated,
+                    span: FileParser::key_span(node, "email"),
+                    node: email,
+                    parent,
+                    email_of: Some(id),
+                });
+            }
             if let Some(inner) = node.get("subprocess").and_then(|s| s.get("steps")) {
                 self.collect(inner, Some(id));
             }
@@ -751,6 +771,9 @@ impl<'t, 'n> FileParser<'t, 'n> {
             let slot = &self.slots[id as usize];
             (slot.name.clone(), slot.span, slot.node, slot.parent)
         };
+        if let Some(task) = self.slots[id as usize].email_of {
+            return self.email_step(id, task, node);
+        }
         let mut step = Step {
             name: name.clone(),
             id,
@@ -1423,6 +1446,10 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 );
             }
         }
+        let email = node
+            .get("email")
+            .and_then(|email| self.email_links(email, node, &form, boundary))
+            .map(Box::new);
         match title {
             Some(title) => StepKind::User(UserTask {
                 title,
@@ -1432,8 +1459,147 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 due,
                 summary,
                 show,
+                email,
             }),
             None => StepKind::End(EndKind::None),
+        }
+    }
+
+    /// A user task's `email:`: checks its keys, names the decision field, and attaches the
+    /// non-interrupting `PT0S` timer that starts the generated `links.send` step as soon as
+    /// the task opens (the same desugaring as `reminders:`, to a step of our own).
+    fn email_links(
+        &mut self,
+        email: &Node,
+        node: &Node,
+        form: &[FormField],
+        boundary: &mut Vec<Boundary>,
+    ) -> Option<EmailLinks> {
+        if email.as_map().is_none() {
+            self.wrong_type(
+                email,
+                "`email`",
+                "a map such as `{ to: quote.approver_email, template: approval-request }`",
+            );
+            return None;
+        }
+        self.check_keys(email, &refs(keys::EMAIL), "`email`");
+        // The timer first, so that a mistake below does not also leave the generated step
+        // unreached.
+        let generated = self
+            .slots
+            .iter()
+            .position(|s| s.email_of.is_some() && std::ptr::eq(s.node, email))
+            .map(|i| i as StepId)?;
+        let step_name = self.slots[generated as usize].name.clone();
+        let schedule = Schedule::parse("PT0S", None).ok()?;
+        boundary.push(Boundary {
+            event: BoundaryEvent::Timer(schedule),
+            interrupting: false,
+            target: StepRef {
+                name: step_name,
+                id: generated,
+                span: FileParser::key_span(node, "email"),
+            },
+            span: FileParser::key_span(node, "email"),
+        });
+        let template_node = email.get("template")?;
+        let template = self.text(template_node, "`template`")?;
+        self.references.push(Reference::Template {
+            name: template.clone(),
+            span: template_node.span,
+        });
+        let field = match email.get("field") {
+            Some(field_node) => {
+                let name = self.text(field_node, "`field`")?;
+                match form.iter().find(|f| f.name == name) {
+                    Some(f) if matches!(f.kind, FieldKind::Choice(_)) => name,
+                    Some(_) => {
+                        self.report(
+                            field_node.span,
+                            codes::INVALID_VALUE,
+                            format!("form field `{name}` is not a choice"),
+                            Some(
+                                "links decide a choice field: `decision: [approve, reject]`".into(),
+                            ),
+                        );
+                        return None;
+                    }
+                    None => {
+                        let hint = did_you_mean(&name, form.iter().map(|f| f.name.as_str()))
+                            .map(|s| format!("did you mean `{s}`?"));
+                        self.report(
+                            field_node.span,
+                            codes::INVALID_VALUE,
+                            format!("the form has no field `{name}`"),
+                            hint,
+                        );
+                        return None;
+                    }
+                }
+            }
+            None => match form.iter().find(|f| matches!(f.kind, FieldKind::Choice(_))) {
+                Some(f) => f.name.clone(),
+                None => {
+                    self.report(
+                        FileParser::key_span(node, "email"),
+                        codes::INVALID_VALUE,
+                        "`email` sends one link per option of a choice field, and the form has none".into(),
+                        Some("add a field such as `decision: [approve, reject]` to `form`".into()),
+                    );
+                    return None;
+                }
+            },
+        };
+        Some(EmailLinks {
+            template,
+            field,
+            step: generated,
+        })
+    }
+
+    /// The step generated for a user task's `email:`: `call: links.send` with the recipient
+    /// and the task's step name as input; the connector finds the rest (template, decision
+    /// field) in the definition. It ends its path.
+    fn email_step(&mut self, id: StepId, task: StepId, email: &Node) -> Step {
+        let slot = &self.slots[id as usize];
+        let (name, span, parent) = (slot.name.clone(), slot.span, slot.parent);
+        let task_name = self.slots[task as usize].name.clone();
+        let mut input = Vec::new();
+        for key in ["to", "name"] {
+            if let Some(value) = email.get(key)
+                && let Some(expr) = self.expr(value, &format!("`{key}`"))
+            {
+                input.push(Assignment {
+                    target: key.into(),
+                    value: expr,
+                    span: value.span,
+                });
+            }
+        }
+        if let Ok(literal) = Expr::parse(&format!("'{task_name}'")) {
+            input.push(Assignment {
+                target: "step".into(),
+                value: literal,
+                span,
+            });
+        }
+        Step {
+            name,
+            id,
+            parent,
+            label: Some("E-mail links".into()),
+            kind: StepKind::Service {
+                connector: "links".into(),
+                operation: "send".into(),
+                input,
+                output: Vec::new(),
+                retry: RetryPolicy::default(),
+            },
+            next: Next::End,
+            boundary: Vec::new(),
+            multi: None,
+            span,
         }
     }
 

@@ -405,6 +405,34 @@ pub const USER_TASK: &[Key] = &[
         "An interrupting timer: `{ after: P3D, goto: director }`.",
         Shape::Object(ESCALATE),
     ),
+    key(
+        "email",
+        "E-mail the decision as links, one per option: `{ to: quote.approver_email, template: approval-request }`.",
+        Shape::Object(EMAIL),
+    ),
+];
+
+pub const EMAIL: &[Key] = &[
+    required(
+        "to",
+        "The approver's e-mail address, an expression.",
+        Shape::Expr,
+    ),
+    required(
+        "template",
+        "The e-mail template (`processes/templates/<name>`); it gets `links.<option>`.",
+        Shape::Text,
+    ),
+    key(
+        "name",
+        "The approver's name, an expression (shown on the page after use).",
+        Shape::Expr,
+    ),
+    key(
+        "field",
+        "The choice field the links decide (default: the form's first choice field).",
+        Shape::Text,
+    ),
 ];
 
 /// Keys of one entry of a user task's `show:`.

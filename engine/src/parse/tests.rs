@@ -124,7 +124,14 @@ fn quote_approval_model() {
     );
     assert!(!task.form[1].required);
     assert_eq!(task.due.as_ref().unwrap().source(), "P2D");
-    assert_eq!(manager.boundary.len(), 2);
+    assert_eq!(manager.boundary.len(), 3);
+    let email = task.email.as_ref().expect("manager has email:");
+    assert_eq!(
+        (email.template.as_str(), email.field.as_str()),
+        ("approval-request", "decision")
+    );
+    assert_eq!(def.step(email.step).name, "manager.email");
+    assert_eq!(manager.boundary[2].target.name, "manager.email");
     assert!(!manager.boundary[0].interrupting);
     assert_eq!(manager.boundary[0].target.name, "remind-manager");
     let BoundaryEvent::Timer(every) = &manager.boundary[0].event else {
@@ -1263,6 +1270,98 @@ fn user_task_show_problems() {
               hint: what the value is called on the page
             p.yaml:9:31: CICLO-E0107 an entry of `show` has a `value`, or a `table` with `columns`, not both
             p.yaml:10:58: CICLO-E0120 bad expression `a +`: unexpected end of expression
+        "#]],
+    );
+}
+
+#[test]
+fn email_links_desugar_to_a_timer_and_a_generated_step() {
+    let def = parse_ok(
+        r#"
+        process: p
+        steps:
+          approve:
+            task: Approve
+            email: { to: quote.approver_email, name: quote.approver_name, template: approval-request }
+            form: { comment: text, decision: [approve, reject] }
+            goto: done
+          done:
+            end: true
+        "#,
+    );
+    let approve = def.step_by_name("approve").unwrap();
+    let StepKind::User(task) = &approve.kind else {
+        panic!("a user task")
+    };
+    let email = task.email.as_ref().unwrap();
+    assert_eq!(email.field, "decision", "the first choice field");
+    assert_eq!(email.template, "approval-request");
+    assert_eq!(approve.boundary.len(), 1);
+    let boundary = &approve.boundary[0];
+    assert!(!boundary.interrupting);
+    let BoundaryEvent::Timer(timer) = &boundary.event else {
+        panic!("a timer")
+    };
+    assert_eq!(timer.source(), "PT0S");
+    assert_eq!(boundary.target.id, email.step);
+    let generated = def.step(email.step);
+    assert_eq!(generated.name, "approve.email");
+    assert_eq!(generated.parent, None);
+    assert!(matches!(generated.next, Next::End));
+    let StepKind::Service {
+        connector,
+        operation,
+        input,
+        ..
+    } = &generated.kind
+    else {
+        panic!("a service step")
+    };
+    assert_eq!((connector.as_str(), operation.as_str()), ("links", "send"));
+    let targets: Vec<&str> = input.iter().map(|a| a.target.as_str()).collect();
+    assert_eq!(targets, ["to", "name", "step"]);
+    assert_eq!(
+        def.starts[0].target.name, "approve",
+        "the generated step is never the start"
+    );
+}
+
+#[test]
+fn email_links_problems() {
+    check(
+        r#"
+        process: p
+        steps:
+          a:
+            task: Approve
+            email: { to: x, template: t, field: comment, subject: no }
+            form: { comment: text, decision: [approve, reject] }
+            goto: b
+          b:
+            task: Approve
+            email: { template: t }
+            form: { ok: boolean }
+            goto: c
+          c:
+            task: Approve
+            email: { to: x, template: t, field: nope }
+            form: { decision: [approve, reject] }
+            goto: d
+          d:
+            task: Approve
+            email: yes
+        "#,
+        expect![[r#"
+            p.yaml:5:41: CICLO-E0107 form field `comment` is not a choice
+              hint: links decide a choice field: `decision: [approve, reject]`
+            p.yaml:5:50: CICLO-E0103 unknown key `subject` in `email`
+              hint: allowed here: `to`, `template`, `name`, `field`
+            p.yaml:10:5: CICLO-E0107 `email` sends one link per option of a choice field, and the form has none
+              hint: add a field such as `decision: [approve, reject]` to `form`
+            p.yaml:10:12: CICLO-E0104 `email` needs `to`
+              hint: the approver's e-mail address, an expression
+            p.yaml:15:41: CICLO-E0107 the form has no field `nope`
+            p.yaml:20:12: CICLO-E0105 `email` should be a map such as `{ to: quote.approver_email, template: approval-request }`, found a text
         "#]],
     );
 }

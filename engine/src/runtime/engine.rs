@@ -29,8 +29,8 @@ use crate::model::{Definition, StartTrigger};
 use crate::parse::{self, Catalog};
 use crate::store::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceId, InstanceRecord,
-    InstanceStatus, JobRecord, MessageRecord, Op, Role, SessionRecord, Store, StoreError,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceStatus, JobRecord, LinkRecord, LinkUse, MessageRecord, Op, Role, SessionRecord, Store,
+    StoreError, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -162,6 +162,21 @@ pub enum JobOutcome {
         code: String,
         message: String,
     },
+}
+
+/// What `Engine::complete_task_by_link` did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LinkOutcome {
+    /// The task was completed; the link and its siblings are now used.
+    Done(LinkUse),
+    /// No link has this hash.
+    Unknown,
+    /// The link (or a sibling) was used before: nothing changed.
+    Used(LinkUse),
+    /// The link expired: nothing changed.
+    Expired,
+    /// The task is no longer open (decided another way): nothing changed.
+    TaskClosed,
 }
 
 /// How long message ids are remembered for de-duplication, at least.
@@ -582,6 +597,79 @@ impl Engine {
                 Applied::Changed => Ok(()),
                 Applied::Ignored(_) => Err(EngineError::UnknownTask { instance, task }),
             }
+        })
+    }
+
+    /// Stores the e-mail links of a task, under the instance's lock. A link already stored
+    /// (the same token, made again by a retried job) is kept as it is, so a retry never
+    /// revives a used link.
+    pub fn put_links(&self, instance: InstanceId, links: Vec<LinkRecord>) -> Result<()> {
+        self.transact(Some(instance), |tx| {
+            for link in &links {
+                if tx.engine.store.link(&link.hash)?.is_none() {
+                    tx.batch.push(Op::PutLink(link.clone()));
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The e-mail link whose token hashes to `hash`.
+    pub fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
+        Ok(self.store.link(hash)?)
+    }
+
+    /// Completes a task through the e-mail link `hash` with `vars`, as `actor`, in one write
+    /// with marking the link used and its siblings used by the same decision. Everything is
+    /// checked again under the instance's lock, so of two requests racing with one link (or
+    /// with two links of one task) only one decides; the other gets `Used` or `TaskClosed`.
+    pub fn complete_task_by_link(
+        &self,
+        hash: &str,
+        vars: Vars,
+        actor: &str,
+    ) -> Result<LinkOutcome> {
+        let Some(first) = self.store.link(hash)? else {
+            return Ok(LinkOutcome::Unknown);
+        };
+        self.transact(Some(first.instance), |tx| {
+            let Some(link) = tx.engine.store.link(hash)? else {
+                return Ok(LinkOutcome::Unknown);
+            };
+            if let Some(used) = &link.used {
+                return Ok(LinkOutcome::Used(used.clone()));
+            }
+            if tx.now >= link.expires_at {
+                return Ok(LinkOutcome::Expired);
+            }
+            let applied = tx.apply(
+                link.instance,
+                Event::TaskCompleted {
+                    task: link.task,
+                    vars: vars.clone(),
+                    actor: actor.to_string(),
+                },
+            )?;
+            if let Applied::Ignored(_) = applied {
+                return Ok(LinkOutcome::TaskClosed);
+            }
+            let used = LinkUse {
+                by: actor.to_string(),
+                at: tx.now,
+                decision: link.decision.clone(),
+            };
+            let mut this = link.clone();
+            this.used = Some(used.clone());
+            tx.batch.push(Op::PutLink(this));
+            for sibling in &link.siblings {
+                if let Some(mut other) = tx.engine.store.link(sibling)?
+                    && other.used.is_none()
+                {
+                    other.used = Some(used.clone());
+                    tx.batch.push(Op::PutLink(other));
+                }
+            }
+            Ok(LinkOutcome::Done(used))
         })
     }
 

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{
     DefinitionRecord, HistoryRecord, IncidentRecord, InstanceRecord, InstanceStatus, JobRecord,
-    MessageRecord, Role, SessionRecord, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord,
-    UserRecord,
+    LinkRecord, LinkUse, MessageRecord, Role, SessionRecord, SubscriptionRecord, TaskRecord,
+    TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -60,6 +60,7 @@ stored! {
     UserRecord => UserDef,
     TokenRecord => TokenDef,
     SessionRecord => SessionDef,
+    LinkRecord => LinkDef,
 }
 
 /// An instant as `(seconds, nanoseconds)` since the Unix epoch.
@@ -373,6 +374,52 @@ struct SessionDef {
     created_at: Timestamp,
     #[serde(with = "instant")]
     last_seen: Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "LinkRecord")]
+struct LinkDef {
+    hash: String,
+    instance: Uuid,
+    task: u64,
+    decision: String,
+    email: String,
+    name: Option<String>,
+    #[serde(with = "instant")]
+    created_at: Timestamp,
+    #[serde(with = "instant")]
+    expires_at: Timestamp,
+    siblings: Vec<String>,
+    #[serde(with = "link_use")]
+    used: Option<LinkUse>,
+}
+
+/// A link's use as `(by, (seconds, nanoseconds), decision)`.
+mod link_use {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(used: &Option<LinkUse>, s: S) -> Result<S::Ok, S::Error> {
+        used.as_ref()
+            .map(|u| {
+                (
+                    &u.by,
+                    (u.at.as_second(), u.at.subsec_nanosecond()),
+                    &u.decision,
+                )
+            })
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LinkUse>, D::Error> {
+        match <Option<(String, (i64, i32), String)>>::deserialize(d)? {
+            Some((by, (second, nanosecond), decision)) => Ok(Some(LinkUse {
+                by,
+                at: Timestamp::new(second, nanosecond).map_err(D::Error::custom)?,
+                decision,
+            })),
+            None => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]

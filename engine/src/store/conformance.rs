@@ -12,8 +12,8 @@ use uuid::Uuid;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, InstanceStatus, JobRecord, MessageRecord, Op, Role, SessionRecord, Store,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, InstanceStatus, JobRecord, LinkRecord, LinkUse, MessageRecord, Op, Role,
+    SessionRecord, Store, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -45,6 +45,7 @@ macro_rules! conformance_tests {
             users_round_trip_replace_and_delete,
             tokens_round_trip_order_and_delete,
             sessions_round_trip_replace_and_delete,
+            links_round_trip_and_replace,
             batch_effects_all_visible_and_ordered,
             remove_finished_removes_exactly_the_old_finished,
             concurrent_commits_all_visible,
@@ -1600,5 +1601,50 @@ pub fn concurrent_commits_share_flushes(store: &dyn Store, stats: impl Fn() -> s
     assert_eq!(
         store.instances(&InstanceFilter::default()).unwrap().len(),
         (THREADS * COMMITS) as usize
+    );
+}
+
+pub fn link(hash: &str, decision: &str, siblings: &[&str]) -> LinkRecord {
+    LinkRecord {
+        hash: hash.into(),
+        instance: id(1),
+        task: 3,
+        decision: decision.into(),
+        email: "anna@example.com".into(),
+        name: Some("Anna <A> & Co".into()),
+        created_at: at(10),
+        expires_at: at(1_000),
+        siblings: siblings.iter().map(|s| s.to_string()).collect(),
+        used: None,
+    }
+}
+
+pub fn links_round_trip_and_replace(store: &dyn Store) {
+    assert_eq!(store.link("a1").unwrap(), None);
+    commit(
+        store,
+        vec![
+            Op::PutLink(link("a1", "approve", &["r2"])),
+            Op::PutLink(link("r2", "reject", &["a1"])),
+        ],
+    );
+    assert_eq!(
+        store.link("a1").unwrap(),
+        Some(link("a1", "approve", &["r2"]))
+    );
+    assert_eq!(store.link("a").unwrap(), None, "no prefix match");
+
+    // Using a link replaces the record, with who, when and what.
+    let mut used = link("r2", "reject", &["a1"]);
+    used.used = Some(LinkUse {
+        by: "anna@example.com".into(),
+        at: at(20),
+        decision: "approve".into(),
+    });
+    commit(store, vec![Op::PutLink(used.clone())]);
+    assert_eq!(store.link("r2").unwrap(), Some(used));
+    assert_eq!(
+        store.link("a1").unwrap(),
+        Some(link("a1", "approve", &["r2"]))
     );
 }

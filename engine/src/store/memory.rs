@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, SubscriptionRecord,
-    TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
+    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// `(instance, number)`: how timers, jobs, tasks, incidents, history lines and subscriptions
@@ -59,6 +59,7 @@ struct Maps {
     tokens_by_creation: BTreeSet<(Timestamp, String)>,
     /// By hash.
     sessions: BTreeMap<String, SessionRecord>,
+    links: BTreeMap<String, LinkRecord>,
 }
 
 impl MemoryStore {
@@ -206,6 +207,9 @@ impl Maps {
                 if let Some(old) = self.tokens.remove(&hash) {
                     self.tokens_by_creation.remove(&(old.created_at, hash));
                 }
+            }
+            Op::PutLink(link) => {
+                self.links.insert(link.hash.clone(), link);
             }
             Op::PutSession(session) => {
                 self.sessions.insert(session.hash.clone(), session);
@@ -492,6 +496,10 @@ impl Store for MemoryStore {
 
     fn sessions(&self) -> Result<Vec<SessionRecord>> {
         Ok(self.read().sessions.values().cloned().collect())
+    }
+
+    fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
+        Ok(self.read().links.get(hash).cloned())
     }
 }
 

@@ -355,6 +355,37 @@ pub struct SessionRecord {
     pub last_seen: Timestamp,
 }
 
+/// A decision link sent by e-mail (a user task's `email:`). Identified by `hash`; the token
+/// itself is never stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkRecord {
+    /// Lowercase hex SHA-256 of the token in the link.
+    pub hash: String,
+    pub instance: InstanceId,
+    pub task: u64,
+    /// The decision the link makes (an option of the decision field).
+    pub decision: String,
+    /// The person the link was sent to: e-mail address and display name.
+    pub email: String,
+    pub name: Option<String>,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+    /// The hashes of the other links of the same task (one per other option), so using one
+    /// link can retire all of them without a scan.
+    pub siblings: Vec<String>,
+    /// Set once the task was decided through this link, or through a sibling (then `by`
+    /// and `decision` say what that one did).
+    pub used: Option<LinkUse>,
+}
+
+/// Who used a link (or a sibling of it), when, and what was decided.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LinkUse {
+    pub by: String,
+    pub at: Timestamp,
+    pub decision: String,
+}
+
 /// One change. A `Batch` of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -417,6 +448,8 @@ pub enum Op {
     DeleteSession {
         hash: String,
     },
+    /// Creates or replaces the e-mail link `hash`.
+    PutLink(LinkRecord),
 }
 
 /// Changes applied all together or not at all.
@@ -540,4 +573,7 @@ pub trait Store: Send + Sync + 'static {
     fn session(&self, hash: &str) -> Result<Option<SessionRecord>>;
     /// Every web session, by hash (to remove expired ones and a deleted user's).
     fn sessions(&self) -> Result<Vec<SessionRecord>>;
+
+    /// The e-mail link whose token hashes to `hash`.
+    fn link(&self, hash: &str) -> Result<Option<LinkRecord>>;
 }

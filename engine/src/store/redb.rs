@@ -49,8 +49,8 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, StoreError,
-    StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
+    StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The database file inside the data folder.
@@ -119,11 +119,13 @@ enum Kind {
     ExternalJobsByType,
     /// session hash -> `SessionRecord`.
     Sessions,
+    /// link hash -> `LinkRecord`.
+    Links,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 23] = [
+    const ALL: [Kind; 24] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -147,6 +149,7 @@ impl Kind {
         Kind::ExternalJobs,
         Kind::ExternalJobsByType,
         Kind::Sessions,
+        Kind::Links,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -175,6 +178,7 @@ impl Kind {
             Kind::ExternalJobs => "external-jobs",
             Kind::ExternalJobsByType => "external-jobs-by-type",
             Kind::Sessions => "sessions",
+            Kind::Links => "links",
         }
     }
 
@@ -800,6 +804,10 @@ impl Committer {
                 let id = Key::empty().str(&hash).into_bytes();
                 w.delete_ordered(TOKENS, id)?;
             }
+            Op::PutLink(link) => {
+                let key = Key::empty().str(&link.hash).into_bytes();
+                w.put(Kind::Links, key, encode("link", &link)?);
+            }
             Op::PutSession(session) => {
                 let key = Key::empty().str(&session.hash).into_bytes();
                 w.put(Kind::Sessions, key, encode("session", &session)?);
@@ -1172,6 +1180,13 @@ impl Store for RedbStore {
 
     fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.scan(Kind::Sessions, &[], "session")
+    }
+
+    fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
+        let key = Key::empty().str(hash).into_bytes();
+        self.get(Kind::Links, &key)?
+            .map(|v| decode("link", &key, &v))
+            .transpose()
     }
 }
 

@@ -40,8 +40,8 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, MessageRecord, Op, Result, SessionRecord, Store, StoreError,
-    StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
+    StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// The first byte of every key: what kind of record follows. Lower case keys hold records or
@@ -91,6 +91,8 @@ mod kind {
     pub const TOKEN_BY_CREATION: u8 = b'O';
     /// session hash -> `SessionRecord`.
     pub const SESSION: u8 = b'w';
+    /// link hash -> `LinkRecord`.
+    pub const LINK: u8 = b'l';
 }
 
 /// Store bookkeeping: the next message sequence (its kind byte, `#`, is used by nothing else).
@@ -595,6 +597,10 @@ impl Committer {
                 let id = Key::new(kind::TOKEN).str(&hash).into_bytes();
                 w.delete_ordered(id, kind::TOKEN_BY_CREATION)?;
             }
+            Op::PutLink(link) => {
+                let key = Key::new(kind::LINK).str(&link.hash).into_bytes();
+                w.put(key, encode("link", &link)?);
+            }
             Op::PutSession(session) => {
                 let key = Key::new(kind::SESSION).str(&session.hash).into_bytes();
                 w.put(key, encode("session", &session)?);
@@ -968,6 +974,13 @@ impl Store for SledStore {
 
     fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.scan(&[kind::SESSION], "session")
+    }
+
+    fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
+        let key = Key::new(kind::LINK).str(hash).into_bytes();
+        self.get(&key)?
+            .map(|v| decode("link", &key, &v))
+            .transpose()
     }
 }
 

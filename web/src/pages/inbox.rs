@@ -42,6 +42,11 @@ pub struct Submit {
     pub hidden: Vec<(String, String)>,
     /// Where the claim form posts to, when the task can be claimed this way.
     pub claim: Option<String>,
+    /// The submit button's text (`Complete`, `Confirm`).
+    pub button: String,
+    /// A field whose value is fixed (an e-mail link decides one option): shown as text and
+    /// carried in `hidden`, not as radio buttons.
+    pub fixed: Option<(String, String)>,
 }
 
 /// The data of the decision page (template `task`) of an open task: what is decided (the
@@ -76,7 +81,15 @@ pub fn decision_page(
         .iter()
         .map(|field| {
             let view = tasks::field_view(field);
-            let value = entered.get(&field.name).cloned().unwrap_or_default();
+            let fixed = submit
+                .fixed
+                .as_ref()
+                .filter(|(name, _)| *name == field.name)
+                .map(|(_, value)| value.clone());
+            let value = fixed
+                .clone()
+                .or_else(|| entered.get(&field.name).cloned())
+                .unwrap_or_default();
             let error = errors
                 .iter()
                 .find(|e| e.field == field.name)
@@ -103,7 +116,8 @@ pub fn decision_page(
                 "error": error,
                 "min": view.min,
                 "max": view.max,
-                "is_choice": matches!(field.kind, FieldKind::Choice(_)),
+                "is_fixed": fixed.is_some(),
+                "is_choice": fixed.is_none() && matches!(field.kind, FieldKind::Choice(_)),
                 "is_boolean": matches!(field.kind, FieldKind::Boolean),
                 "is_number": matches!(field.kind, FieldKind::Number { .. }),
                 "is_date": matches!(field.kind, FieldKind::Date),
@@ -142,7 +156,7 @@ pub fn decision_page(
         "fields": fields,
         "has_errors": !errors.is_empty(),
         "other_errors": other_errors,
-        "submit": { "action": submit.action, "hidden": hidden },
+        "submit": { "action": submit.action, "hidden": hidden, "button": submit.button },
         "claim": submit.claim.as_ref().map(|action| json!({ "action": action, "hidden": hidden })),
     }))
 }
@@ -178,6 +192,8 @@ fn session_submit(viewer: &Viewer, task: &TaskRecord) -> Submit {
         hidden: vec![(CSRF_FIELD.to_string(), viewer.session.csrf.clone())],
         claim: (task.assignee.is_none())
             .then(|| format!("{}/claim", task_url(task.instance, task.task))),
+        button: "Complete".into(),
+        fixed: None,
     }
 }
 
@@ -468,18 +484,18 @@ pub async fn complete(
 #[cfg(test)]
 pub(super) fn sample_contexts() -> Vec<(&'static str, Json)> {
     let field = json!({"name": "decision", "id": "field-decision", "label": "Decision", "required": true,
-        "value": "", "error": "is required", "min": null, "max": null, "is_choice": true,
+        "value": "", "error": "is required", "min": null, "max": null, "is_fixed": false, "is_choice": true,
         "is_boolean": false, "is_number": false, "is_date": false, "is_text": false,
         "options": [{"value": "approve", "checked": false}]});
     let number = json!({"name": "discount", "id": "field-discount", "label": "discount", "required": false,
-        "value": "2", "error": null, "min": "0", "max": "0.5", "is_choice": false,
+        "value": "2", "error": null, "min": "0", "max": "0.5", "is_fixed": false, "is_choice": false,
         "is_boolean": false, "is_number": true, "is_date": false, "is_text": false, "options": []});
     let boolean = json!({"name": "ok", "id": "field-ok", "label": "ok", "required": true,
-        "value": "", "error": null, "min": null, "max": null, "is_choice": false,
+        "value": "", "error": null, "min": null, "max": null, "is_fixed": true, "is_choice": false,
         "is_boolean": true, "is_number": false, "is_date": false, "is_text": false,
         "options": [{"value": "true", "label": "Yes", "checked": false}]});
     let text = json!({"name": "note", "id": "field-note", "label": "note", "required": false,
-        "value": "", "error": null, "min": null, "max": null, "is_choice": false,
+        "value": "", "error": null, "min": null, "max": null, "is_fixed": false, "is_choice": false,
         "is_boolean": false, "is_number": false, "is_date": true, "is_text": true, "options": []});
     let hidden = json!([{"name": "_csrf", "value": "c"}]);
     vec![
@@ -505,7 +521,7 @@ pub(super) fn sample_contexts() -> Vec<(&'static str, Json)> {
                 "fields": [field, number, boolean, text],
                 "has_errors": true,
                 "other_errors": ["x: is not a field"],
-                "submit": {"action": "/tasks/x/1/complete", "hidden": hidden},
+                "submit": {"action": "/tasks/x/1/complete", "hidden": hidden, "button": "Complete"},
                 "claim": {"action": "/tasks/x/1/claim", "hidden": hidden},
             }),
         ),

@@ -9,6 +9,7 @@
 
 mod cockpit;
 mod inbox;
+mod links;
 pub(crate) mod session;
 mod show;
 
@@ -45,6 +46,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("timers", include_str!("../../templates/timers.hbs")),
     ("confirm", include_str!("../../templates/confirm.hbs")),
     ("error", include_str!("../../templates/error.hbs")),
+    (
+        "link_status",
+        include_str!("../../templates/link_status.hbs"),
+    ),
 ];
 
 const STYLESHEET: &str = include_str!("../../templates/ciclo.css");
@@ -76,6 +81,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/tasks/{instance}/{task}", get(inbox::task_page))
         .route("/tasks/{instance}/{task}/claim", post(inbox::claim))
         .route("/tasks/{instance}/{task}/complete", post(inbox::complete))
+        .route("/links/{token}", get(links::link_page).post(links::decide))
         .route("/cockpit", get(cockpit::home))
         .route("/cockpit/definitions", get(cockpit::definitions))
         .route("/cockpit/definitions/{id}", get(cockpit::definition))
@@ -217,6 +223,7 @@ mod tests {
         for (name, data) in inbox::sample_contexts()
             .into_iter()
             .chain(cockpit::sample_contexts())
+            .chain(links::sample_contexts())
         {
             let mut data = data;
             data["title"] = json!("T");
@@ -229,6 +236,7 @@ mod tests {
         let rendered: std::collections::BTreeSet<&str> = inbox::sample_contexts()
             .into_iter()
             .chain(cockpit::sample_contexts())
+            .chain(links::sample_contexts())
             .map(|(n, _)| n)
             .collect();
         for (name, _) in TEMPLATES {
