@@ -355,6 +355,28 @@ pub fn run(command: ClientCommand) -> ExitCode {
 
 /// `ciclo token create` through the server: prints the secret (or, with `--json`, the
 /// server's answer with the token's description).
+/// `ciclo user password NAME` against the running server.
+pub fn user_password(remote: &Remote, name: &str, password: &str) -> ExitCode {
+    let outcome = (|| {
+        let client = Client::new(remote, None)?;
+        let body = json!({ "password": password });
+        client.send(
+            Method::PUT,
+            &["api", "users", name, "password"],
+            &[],
+            Some(&body),
+            &[],
+        )?;
+        client.print(&json!({ "user": name, "password": "set" }), || {
+            format!("password set for {name}\n")
+        })
+    })();
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}
+
 pub fn token_create(
     remote: &Remote,
     role: &str,

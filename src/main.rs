@@ -69,6 +69,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// People who use the pages.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// Run the server: the API, the runtime and the processes of a folder, on the embedded
     /// store of a data folder.
     Serve(serve::ServeArgs),
@@ -98,6 +103,26 @@ enum TokenCommand {
         /// A note to recognise the token by.
         #[arg(long)]
         label: Option<String>,
+        /// Work on this data folder directly (no server may be running on it).
+        #[arg(long, env = "CICLO_DATA")]
+        data: Option<PathBuf>,
+        /// `sled` or `redb` (default: what the folder holds); only with --data.
+        #[arg(long, env = "CICLO_STORE", requires = "data")]
+        store: Option<String>,
+        #[command(flatten)]
+        remote: client::Remote,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Set a user's password for the pages, read from the first line of standard input
+    /// (`echo "$PW" | ciclo user password anna`): through the running server, or, with --data,
+    /// directly in a data folder no server is using. At least 10 characters; stored only as
+    /// an argon2 hash. The user's open sessions end.
+    Password {
+        /// The user (must exist).
+        name: String,
         /// Work on this data folder directly (no server may be running on it).
         #[arg(long, env = "CICLO_DATA")]
         data: Option<PathBuf>,
@@ -163,6 +188,30 @@ fn main() -> ExitCode {
             },
             None => client::token_create(&remote, &role, user.as_deref(), label.as_deref()),
         },
+        Command::User {
+            command:
+                UserCommand::Password {
+                    name,
+                    data,
+                    store,
+                    remote,
+                },
+        } => {
+            let password = match read_password() {
+                Ok(p) => p,
+                Err(e) => return fail(1, &e),
+            };
+            match data {
+                Some(data) => match user_password(&name, &password, &data, store.as_deref()) {
+                    Ok(()) => {
+                        println!("password set for {name}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(1, &e),
+                },
+                None => client::user_password(&remote, &name, &password),
+            }
+        }
         Command::Client(command) => client::run(command),
         Command::Serve(args) => match serve::run(args) {
             Ok(()) => ExitCode::SUCCESS,
@@ -274,6 +323,46 @@ fn graph(file: &Path, format: &str, output: Option<&Path>) -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// The new password: the first line of standard input, without its line ending.
+fn read_password() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("cannot read the password from standard input: {e}"))?;
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    ciclo_web::pages::passwords::check_new_password(&password)
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    Ok(password)
+}
+
+fn user_password(
+    name: &str,
+    password: &str,
+    data: &Path,
+    store: Option<&str>,
+) -> anyhow::Result<()> {
+    if !data.exists() {
+        anyhow::bail!(
+            "no data folder {} (start the server once to create it)",
+            data.display()
+        );
+    }
+    let store = data::open_store(data, &data::store_kind(data, store))?;
+    let engine = ciclo_engine::runtime::Engine::open(
+        store,
+        std::sync::Arc::new(ciclo_engine::runtime::SystemClock),
+        ciclo_engine::parse::Catalog::standard(),
+    )?;
+    let hash = ciclo_web::pages::passwords::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+    if !engine.set_password_hash(name, Some(hash))? {
+        anyhow::bail!(
+            "no user {name:?}: create it first (PUT /api/users/NAME or [[users]] in ciclo.toml)"
+        );
+    }
+    Ok(())
 }
 
 fn token_create(

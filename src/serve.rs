@@ -98,6 +98,10 @@ struct FileUser {
     groups: Vec<String>,
     email: Option<String>,
     display_name: Option<String>,
+    /// The name of an environment variable holding the user's password for the pages (the
+    /// password itself is never in the file). Set at start, argon2-hashed; unchanged
+    /// passwords keep the user's sessions.
+    password_env: Option<String>,
 }
 
 /// `[smtp]` of the configuration file.
@@ -530,6 +534,21 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.processes.display()
         );
     }
+    // Passwords of configured users, read and checked before anything is written.
+    let mut passwords = Vec::new();
+    for user in &config.users {
+        if let Some(var) = &user.password_env {
+            let password = std::env::var(var).with_context(|| {
+                format!(
+                    "[[users]] {}: the password variable {var} is not set",
+                    user.name
+                )
+            })?;
+            ciclo_web::pages::passwords::check_new_password(&password)
+                .map_err(|e| anyhow::anyhow!("[[users]] {} ({var}): {}", user.name, e.message()))?;
+            passwords.push((user.name.clone(), password));
+        }
+    }
     for user in &config.users {
         let existing = engine.user(&user.name)?;
         engine.put_user(UserRecord {
@@ -542,6 +561,17 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
                 .map(|u| u.created_at)
                 .unwrap_or_else(jiff::Timestamp::now),
         })?;
+    }
+    for (name, password) in passwords {
+        let unchanged = engine
+            .user(&name)?
+            .and_then(|u| u.password_hash)
+            .is_some_and(|hash| ciclo_web::pages::passwords::verify_password(&password, &hash));
+        if !unchanged {
+            let hash = ciclo_web::pages::passwords::hash_password(&password)
+                .map_err(|e| anyhow::anyhow!("[[users]] {name}: {}", e.message()))?;
+            engine.set_password_hash(&name, Some(hash))?;
+        }
     }
     let (token_path, created) = ensure_admin_token(&engine, &config.data)?;
 

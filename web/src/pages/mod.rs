@@ -11,6 +11,12 @@ mod cockpit;
 mod inbox;
 mod links;
 pub(crate) mod session;
+
+/// Password hashing for the CLI and the server's configured users: the same argon2 settings
+/// and length rule as the API.
+pub mod passwords {
+    pub use super::session::{check_new_password, hash_password, verify_password};
+}
 mod show;
 
 use std::sync::OnceLock;
