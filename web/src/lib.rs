@@ -22,6 +22,7 @@ mod error;
 mod extract;
 mod incidents;
 mod instances;
+pub mod leads;
 mod messages;
 mod observe;
 mod page;
@@ -140,6 +141,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(system::router())
         .merge(definitions::router())
         .merge(instances::router())
+        .merge(leads::router())
         .merge(messages::router())
         .merge(tasks::router())
         .merge(incidents::router())
