@@ -185,8 +185,12 @@ process: leads
 start: init
 steps:
   init: { set: { activities: "[]" }, goto: listen }
-  listen: { receive: lead-activity, key: lead_key, goto: record }
+  listen:
+    race:
+      - { message: lead-activity, key: lead_key, goto: record }
+      - { timer: P30D, goto: done }
   record: { set: { activities: "append(activities, activity)" }, goto: listen }
+  done: { end: true }
 "#;
 
     fn engine() -> Engine {
