@@ -29,7 +29,7 @@ const PAGE: usize = 500;
 #[derive(Args, Debug, Clone)]
 pub struct Remote {
     /// The server's base URL.
-    #[arg(long, env = "CICLO_SERVER", default_value = DEFAULT_SERVER)]
+    #[arg(long, alias = "url", env = "CICLO_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,
     /// API token (default: the `admin-token` file of `--data`, else of ./ciclo-data).
     #[arg(long, env = "CICLO_TOKEN", hide_env_values = true)]
@@ -664,6 +664,19 @@ fn admin_token(data: Option<&Path>) -> Result<Option<String>, Failure> {
             "cannot read the admin token {}: {e}",
             path.display()
         ))),
+    }
+}
+
+/// The admin token of ./ciclo-data when there is one, for commands that take no `--data`.
+pub(crate) fn default_token() -> Result<Option<String>, String> {
+    let path = PathBuf::from("ciclo-data").join("admin-token");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text.trim().to_string())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!(
+            "cannot read the admin token {}: {e}",
+            path.display()
+        )),
     }
 }
 

@@ -15,6 +15,7 @@ mod client;
 mod data;
 mod fake_erp;
 mod invoice;
+mod leads;
 mod links;
 mod logging;
 mod serve;
@@ -84,6 +85,16 @@ enum Command {
     Invoice {
         #[command(subcommand)]
         command: invoice::InvoiceCommand,
+    },
+    /// Import data from files: `ciclo import leads FILE --mapping M`.
+    Import {
+        #[command(subcommand)]
+        command: leads::ImportCommand,
+    },
+    /// Leads: `ciclo leads score-report FILE --mapping M`.
+    Leads {
+        #[command(subcommand)]
+        command: leads::LeadsCommand,
     },
     #[command(flatten)]
     Client(client::ClientCommand),
@@ -222,6 +233,8 @@ fn main() -> ExitCode {
             Err(e) => fail(2, &e),
         },
         Command::Invoice { command } => invoice::run(command),
+        Command::Import { command } => leads::run_import(command),
+        Command::Leads { command } => leads::run_leads(command),
         Command::Schema => {
             let schema = ciclo_engine::parse::json_schema();
             match serde_json::to_string_pretty(&schema) {

@@ -397,9 +397,20 @@ pub fn catalog() -> Catalog {
 /// connectors (`erp.yaml`), not processes, so deploy and `ciclo validate` skip it.
 pub const CONNECTORS_FOLDER: &str = "connectors";
 
+/// The folder of import mappings (`ciclo import leads --mapping`), also not process files.
+pub const IMPORTS_FOLDER: &str = "imports";
+
+/// Whether a folder inside a process folder holds something else than processes.
+pub fn is_not_processes(folder: &Path) -> bool {
+    matches!(
+        folder.file_name().and_then(|n| n.to_str()),
+        Some(CONNECTORS_FOLDER | IMPORTS_FOLDER)
+    )
+}
+
 /// Every process file under `dir`, table libraries first (processes may use their tables).
 /// The connector mappings of `dir/connectors/` are not process files.
-fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -407,7 +418,7 @@ fn process_files(dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
         entries.sort();
         for p in entries {
             if p.is_dir() {
-                if p.file_name().and_then(|n| n.to_str()) == Some(CONNECTORS_FOLDER) {
+                if is_not_processes(&p) {
                     continue;
                 }
                 walk(&p, out)?;

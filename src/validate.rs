@@ -16,12 +16,11 @@ fn collect(paths: &[PathBuf], out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
                 .collect();
             entries.sort();
             let (dirs, files): (Vec<_>, Vec<_>) = entries.into_iter().partition(|p| p.is_dir());
-            // Connector mappings (`processes/connectors/erp.yaml`) are not processes.
+            // Connector and import mappings (`processes/connectors/erp.yaml`,
+            // `processes/imports/`) are not processes.
             let dirs: Vec<PathBuf> = dirs
                 .into_iter()
-                .filter(|d| {
-                    d.file_name().and_then(|n| n.to_str()) != Some(crate::serve::CONNECTORS_FOLDER)
-                })
+                .filter(|d| !crate::serve::is_not_processes(d))
                 .collect();
             out.extend(files.into_iter().filter(|p| is_yaml(p)));
             collect(&dirs, out)?;

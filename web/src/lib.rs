@@ -22,6 +22,7 @@ mod error;
 mod extract;
 mod incidents;
 mod instances;
+pub mod leads;
 pub mod links;
 mod messages;
 mod observe;
@@ -173,6 +174,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(system::router())
         .merge(definitions::router())
         .merge(instances::router())
+        .merge(leads::router())
         .merge(messages::router())
         .merge(tasks::router())
         .merge(incidents::router())

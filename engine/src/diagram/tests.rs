@@ -35,13 +35,15 @@ fn unindent(text: &str) -> String {
         .join("\n")
 }
 
-/// The process files of processes/examples/, read at test time so a new example is covered
-/// without touching this file. Table-only files are skipped; a process that uses tables from
-/// another file is loaded together with all the files, as the CLI does.
+/// The process files of processes/examples/ and of processes/ itself (the lead library),
+/// read at test time so a new process is covered without touching this file. Table-only
+/// files are skipped; a process that uses tables from another file is loaded together with
+/// all the files, as the CLI does.
 fn examples() -> Vec<Definition> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes/examples");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("processes/examples exists")
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes");
+    let mut files: Vec<(String, String)> = [root.join("examples"), root]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(dir).expect("processes/examples exists"))
         .map(|entry| entry.expect("readable directory").path())
         .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
         .map(|path| {

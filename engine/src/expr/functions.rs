@@ -51,6 +51,9 @@ pub(crate) enum Func {
     Now,
     Today,
     DaysBetween,
+    Append,
+    EmailKey,
+    EmailBase,
 }
 
 pub(crate) struct Spec {
@@ -106,6 +109,9 @@ const FUNCTIONS: &[Spec] = &[
     spec("now", Func::Now, 0, 0),
     spec("today", Func::Today, 0, 0),
     spec("days_between", Func::DaysBetween, 2, 2),
+    spec("append", Func::Append, 2, 2),
+    spec("email_key", Func::EmailKey, 1, 1),
+    spec("email_base", Func::EmailBase, 1, 1),
 ];
 
 pub(crate) fn lookup(name: &str) -> Option<&'static Spec> {
@@ -302,6 +308,17 @@ impl<'c, 'a> Call<'c, 'a> {
             Func::Lower => Value::String(self.text(ev, 0)?.to_lowercase()),
             Func::Upper => Value::String(self.text(ev, 0)?.to_uppercase()),
             Func::Trim => Value::String(self.text(ev, 0)?.trim().to_string()),
+            Func::EmailKey => Value::String(email_key(self.text(ev, 0)?)),
+            Func::EmailBase => Value::String(email_base(self.text(ev, 0)?)),
+            Func::Append => {
+                let items = self.list(ev, 0)?;
+                ev.charge(items.len(), at)?;
+                let mut out = Vec::with_capacity(items.len() + 1);
+                out.extend(items.iter().cloned());
+                out.push(self.value(1).clone());
+                check_list(&out, at)?;
+                Value::List(out)
+            }
             Func::Contains => match self.value(0) {
                 Value::String(text) => Value::Bool(text.contains(self.text(ev, 1)?)),
                 Value::List(items) => {
@@ -545,5 +562,25 @@ impl<'c, 'a> Call<'c, 'a> {
             check_list(items, at)?;
         }
         Ok(value)
+    }
+}
+
+/// An e-mail address as an identity: without the spaces around it, lower-cased, so that
+/// `  Mario.Rossi@Example.IT ` and `mario.rossi@example.it` are one address.
+pub fn email_key(address: &str) -> String {
+    address.trim().to_lowercase()
+}
+
+/// [`email_key`] without a `+tag` in the part before the `@`: `mario.rossi+news@example.it`
+/// gives `mario.rossi@example.it`. The same as `email_key` for an address without a tag, or
+/// with no `@` at all.
+pub fn email_base(address: &str) -> String {
+    let key = email_key(address);
+    match key.rsplit_once('@') {
+        Some((local, domain)) => match local.split_once('+') {
+            Some((base, _tag)) if !base.is_empty() => format!("{base}@{domain}"),
+            _ => key,
+        },
+        None => key,
     }
 }

@@ -21,6 +21,7 @@ use std::fmt;
 
 use crate::value::Value;
 
+pub use functions::{email_base, email_key};
 pub use template::Template;
 pub use unary::UnaryTest;
 

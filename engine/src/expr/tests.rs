@@ -717,3 +717,36 @@ fn error_display_and_line_column() {
     assert_eq!(e.line_column("amount * * 2"), (1, 10));
     assert_eq!(e.line_column("é\nab * * 2"), (2, 7));
 }
+
+#[test]
+fn email_identity_functions() {
+    assert_eq!(
+        ok("email_key('  Mario.Rossi@Example.IT ')"),
+        text("mario.rossi@example.it")
+    );
+    assert_eq!(
+        ok("email_key('  Mario.Rossi@Example.IT ') == email_key('mario.rossi@example.it')"),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        ok("email_base(' Mario.Rossi+News@Example.IT')"),
+        text("mario.rossi@example.it")
+    );
+    assert_eq!(ok("email_base('a+b+c@x.it')"), text("a@x.it"));
+    // No tag, no `@`, or nothing before the `+`: the address as its key.
+    assert_eq!(ok("email_base('mario@x.it')"), text("mario@x.it"));
+    assert_eq!(ok("email_base('+tag@x.it')"), text("+tag@x.it"));
+    assert_eq!(
+        ok("email_base('not an address+x')"),
+        text("not an address+x")
+    );
+    assert!(err("email_key(12)").message.contains("a text"));
+}
+
+#[test]
+fn append_makes_a_longer_list() {
+    assert_eq!(ok("len(append([], 1))"), num("1"));
+    assert_eq!(ok("append(tags, 'new')[len(tags)]"), text("new"));
+    assert_eq!(ok("len(append(tags, [1, 2]))"), ok("len(tags) + 1"));
+    assert!(err("append('x', 1)").message.contains("a list"));
+}

@@ -21,12 +21,20 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../../processes/examples/dunning.yaml"),
     ),
     (
-        "lead-scoring.yaml",
-        include_str!("../../../processes/examples/lead-scoring.yaml"),
+        "lead-intake.yaml",
+        include_str!("../../../processes/lead-intake.yaml"),
     ),
     (
-        "lead-tables.yaml",
-        include_str!("../../../processes/examples/lead-tables.yaml"),
+        "lead-scoring.yaml",
+        include_str!("../../../processes/lead-scoring.yaml"),
+    ),
+    (
+        "lead-assignment.yaml",
+        include_str!("../../../processes/lead-assignment.yaml"),
+    ),
+    (
+        "lead-nurture.yaml",
+        include_str!("../../../processes/lead-nurture.yaml"),
     ),
 ];
 
@@ -89,9 +97,19 @@ fn parse_ok(yaml: &str) -> Definition {
 fn examples_load_without_problems() {
     let library = load(&examples(), &Catalog::standard());
     assert_eq!(render(&library.problems), "");
-    assert_eq!(library.definitions.len(), 4);
-    let names: Vec<&str> = library.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["discount-band", "lead-fit", "lead-points"]);
+    assert_eq!(library.definitions.len(), 6);
+    let mut names: Vec<&str> = library.tables.iter().map(|t| t.name.as_str()).collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "discount-band",
+            "lead-engagement",
+            "lead-fit",
+            "lead-grade",
+            "lead-owner"
+        ]
+    );
 }
 
 #[test]
@@ -301,16 +319,18 @@ fn tables_from_another_file_are_copied_into_the_definition() {
     let def = library
         .definitions
         .iter()
-        .find(|d| d.id == "lead-scoring")
+        .find(|d| d.id == "lead-intake")
         .unwrap();
-    let fit = def.table("lead-fit").unwrap();
-    assert_eq!(fit.rules[0].when[0].source(), "\"IT\", \"SM\"");
-    assert_eq!(fit.rules[0].then[0].source(), "30");
-    assert_eq!(def.table("lead-points").unwrap().hit, HitPolicy::CollectSum);
-    let StartTrigger::Timer { schedule } = &def.starts[1].trigger else {
-        panic!()
-    };
-    assert_eq!(schedule.source(), "0 9 * * MON-FRI");
+    // The scoring tables come from lead-scoring.yaml; a table of another process does not.
+    assert_eq!(def.table("lead-fit").unwrap().hit, HitPolicy::CollectSum);
+    assert_eq!(
+        def.table("lead-engagement").unwrap().hit,
+        HitPolicy::CollectSum
+    );
+    let grade = def.table("lead-grade").unwrap();
+    assert_eq!(grade.hit, HitPolicy::First);
+    assert_eq!(grade.rules[2].when[0].source(), "-");
+    assert!(def.table("lead-owner").is_none());
 }
 
 #[test]

@@ -37,7 +37,9 @@ use crate::value::{Value, Vars};
 use super::Clock;
 
 mod external;
+mod identity;
 pub use external::{ExternalAnswer, LockedJob, MAX_FETCH, MAX_LEASE};
+pub use identity::Arrival;
 
 /// What a caller of the engine did wrong, or what failed.
 #[derive(Debug, thiserror::Error)]
@@ -1067,12 +1069,26 @@ impl Engine {
         }
         let now = self.clock.now();
         let _guard = lock(&self.correlation);
+        self.correlate_locked(message, now, &[])
+    }
+
+    /// `correlate` for a caller that holds the correlation lock; `extra` operations are
+    /// written with the message's first write.
+    fn correlate_locked(
+        &self,
+        message: Message,
+        now: Timestamp,
+        extra: &[Op],
+    ) -> Result<Correlation> {
         if let Some(id) = &message.id
             && self.store.message_id_seen(id, now)?
         {
             return Ok(Correlation::Duplicate);
         }
         let remember = |batch: &mut Batch| {
+            for op in extra {
+                batch.push(op.clone());
+            }
             if let Some(id) = &message.id {
                 let keep = message
                     .ttl
