@@ -51,6 +51,10 @@ pub(crate) enum Func {
     Now,
     Today,
     DaysBetween,
+    AddDays,
+    EndOfMonth,
+    TierPrice,
+    CompoundDiscount,
 }
 
 pub(crate) struct Spec {
@@ -106,6 +110,10 @@ const FUNCTIONS: &[Spec] = &[
     spec("now", Func::Now, 0, 0),
     spec("today", Func::Today, 0, 0),
     spec("days_between", Func::DaysBetween, 2, 2),
+    spec("add_days", Func::AddDays, 2, 2),
+    spec("end_of_month", Func::EndOfMonth, 1, 1),
+    spec("tier_price", Func::TierPrice, 4, 4),
+    spec("compound_discount", Func::CompoundDiscount, 1, MANY),
 ];
 
 pub(crate) fn lookup(name: &str) -> Option<&'static Spec> {
@@ -294,6 +302,99 @@ impl<'c, 'a> Call<'c, 'a> {
             Value::Instant(t) => Ok(t.to_zoned(TimeZone::UTC).date()),
             _ => Err(self.wrong(ev, i, "a date")),
         }
+    }
+
+    /// `tier_price(tiers, qty, unit_price, mode)`: the amount of `qty` units at `unit_price`
+    /// with the discount tiers (`[{from: 10, discount: 0.10}, ...]`), rounded half-up to
+    /// cents. `"all_units"`: every unit gets the discount of the tier the quantity falls in.
+    /// `"per_band"`: each unit gets the discount of its own tier (units 1-9 one discount,
+    /// 10-49 the next...). Units below the first tier pay the unit price.
+    fn tier_price(&self, ev: &mut Evaluator<'_>) -> Result<Value, ExprError> {
+        let raw = self.list(ev, 0)?;
+        ev.charge(raw.len(), self.node.at)?;
+        let qty = self.number(ev, 1)?;
+        let price = self.number(ev, 2)?;
+        let mode = self.text(ev, 3)?;
+        if qty < Decimal::ZERO {
+            return Err(self.fail(format!("the quantity is {qty}, expected 0 or more")));
+        }
+        let mut tiers: Vec<(Decimal, Decimal)> = Vec::with_capacity(raw.len());
+        for (i, tier) in raw.iter().enumerate() {
+            let field = |name: &str| match tier {
+                Value::Map(map) => match map.get(name) {
+                    Some(Value::Number(n)) => Ok(*n),
+                    _ => Err(self.fail(format!("tier {} has no number `{name}`", i + 1))),
+                },
+                other => Err(self.fail(format!(
+                    "tier {} is {}, expected a map like {{from: 10, discount: 0.10}}",
+                    i + 1,
+                    a_type(other)
+                ))),
+            };
+            let (from, discount) = (field("from")?, field("discount")?);
+            if discount < Decimal::ZERO || discount > Decimal::ONE {
+                return Err(self.fail(format!(
+                    "tier {} has discount {discount}, expected a fraction from 0 to 1 (10% is 0.10)",
+                    i + 1
+                )));
+            }
+            tiers.push((from, discount));
+        }
+        tiers.sort_by(|a, b| a.0.cmp(&b.0));
+        let overflow = || self.fail("the amount is too large for a number");
+        let at_discount = |units: Decimal, discount: Decimal| -> Result<Decimal, ExprError> {
+            units
+                .checked_mul(price)
+                .and_then(|gross| gross.checked_mul(Decimal::ONE - discount))
+                .ok_or_else(overflow)
+        };
+        let amount = match mode {
+            "all_units" => {
+                let discount = tiers
+                    .iter()
+                    .rev()
+                    .find(|(from, _)| *from <= qty)
+                    .map_or(Decimal::ZERO, |(_, d)| *d);
+                at_discount(qty, discount)?
+            }
+            "per_band" => {
+                // Tier i covers the units numbered from its `from` up to the next tier's
+                // `from` minus one: the quantities (from - 1, next_from - 1].
+                let mut total = Decimal::ZERO;
+                let mut covered = Decimal::ZERO;
+                let before = |from: Decimal| from.checked_sub(Decimal::ONE).ok_or_else(overflow);
+                let first = match tiers.first() {
+                    Some((from, _)) => before(*from)?,
+                    None => qty,
+                };
+                let below = first.max(Decimal::ZERO).min(qty);
+                total += at_discount(below, Decimal::ZERO)?;
+                covered = covered.max(below);
+                for (i, (from, discount)) in tiers.iter().enumerate() {
+                    let low = before(*from)?.max(covered);
+                    let high = match tiers.get(i + 1) {
+                        Some((next, _)) => before(*next)?.min(qty),
+                        None => qty,
+                    };
+                    if high > low {
+                        total = total
+                            .checked_add(at_discount(high - low, *discount)?)
+                            .ok_or_else(overflow)?;
+                        covered = high;
+                    }
+                }
+                total
+            }
+            other => {
+                return Err(self.fail(format!(
+                    "the mode is \"{other}\", expected \"all_units\" or \"per_band\""
+                )));
+            }
+        };
+        Ok(Value::Number(amount.round_dp_with_strategy(
+            2,
+            RoundingStrategy::MidpointAwayFromZero,
+        )))
     }
 
     fn apply(&self, ev: &mut Evaluator<'a>, func: Func) -> Result<Value, ExprError> {
@@ -538,6 +639,43 @@ impl<'c, 'a> Call<'c, 'a> {
                     .since((Unit::Day, from))
                     .map_err(|e| self.fail(e.to_string()))?;
                 Value::Number(days(span))
+            }
+            Func::AddDays => {
+                let date = self.date_of(ev, 0)?;
+                let n = self.number(ev, 1)?;
+                if !n.fract().is_zero() {
+                    return Err(self.fail(format!("the number of days must be whole, not {n}")));
+                }
+                let n = i64::try_from(n)
+                    .ok()
+                    .filter(|n| n.abs() <= 1_000_000)
+                    .ok_or_else(|| self.fail(format!("{n} days is too far")))?;
+                Value::Date(
+                    date.checked_add(
+                        jiff::Span::new()
+                            .try_days(n)
+                            .map_err(|e| self.fail(e.to_string()))?,
+                    )
+                    .map_err(|e| self.fail(e.to_string()))?,
+                )
+            }
+            Func::EndOfMonth => Value::Date(self.date_of(ev, 0)?.last_of_month()),
+            Func::TierPrice => self.tier_price(ev)?,
+            Func::CompoundDiscount => {
+                let discounts = self.numbers(ev)?;
+                let mut kept = Decimal::ONE;
+                for (i, d) in discounts.iter().enumerate() {
+                    if *d < Decimal::ZERO || *d > Decimal::ONE {
+                        return Err(self.fail(format!(
+                            "discount {} is {d}, expected a fraction from 0 to 1 (10% is 0.10)",
+                            i + 1
+                        )));
+                    }
+                    kept = kept
+                        .checked_mul(Decimal::ONE - d)
+                        .ok_or_else(|| self.fail("the result is too precise for a number"))?;
+                }
+                Value::Number((Decimal::ONE - kept).normalize())
             }
             Func::Coalesce => Value::Null,
         };
