@@ -89,6 +89,12 @@ pub enum Reference {
         name: String,
         span: Span,
     },
+    /// A data file read by an expression: `data.<name>` (`Some`), or `data` used in another
+    /// way (`None`: every file). Checked by `parse::load`, which knows the data files.
+    Data {
+        name: Option<String>,
+        span: Span,
+    },
 }
 
 fn problem(
@@ -243,6 +249,7 @@ pub fn references(
                     hint,
                 ));
             }
+            Reference::Data { .. } => {}
         }
     }
     problems

@@ -340,7 +340,7 @@ impl<'c, 'a> Call<'c, 'a> {
             }
             tiers.push((from, discount));
         }
-        tiers.sort_by(|a, b| a.0.cmp(&b.0));
+        tiers.sort_by_key(|tier| tier.0);
         let overflow = || self.fail("the amount is too large for a number");
         let at_discount = |units: Decimal, discount: Decimal| -> Result<Decimal, ExprError> {
             units
