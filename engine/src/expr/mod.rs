@@ -224,3 +224,6 @@ mod tests;
 
 #[cfg(test)]
 mod lists_and_pricing_tests;
+
+#[cfg(test)]
+mod late_interest_tests;
