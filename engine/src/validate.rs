@@ -36,6 +36,8 @@ impl Catalog {
         // The same list as `ciclo_connectors::einvoice::OPERATIONS` (the server uses that one).
         connectors.insert("einvoice".to_string(), ops(&["issue", "deliver", "render"]));
         connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
+        // Built into the runtime: a process sends a message to others (runtime/publish.rs).
+        connectors.insert("message".to_string(), ops(&["publish"]));
         connectors.insert("test".to_string(), Vec::new());
         Catalog {
             connectors,
