@@ -35,25 +35,33 @@ fn unindent(text: &str) -> String {
         .join("\n")
 }
 
-/// The process files of processes/examples/, read at test time so a new example is covered
-/// without touching this file. Table-only files are skipped; a process that uses tables from
-/// another file is loaded together with all the files, as the CLI does.
+/// The process files of processes/examples/ and of the parser's showcase fixtures, read at
+/// test time so a new example is covered without touching this file. Table-only files are
+/// skipped; a process that uses tables from another file is loaded together with all the
+/// files, as the CLI does.
 fn examples() -> Vec<Definition> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes/examples");
-    let mut files: Vec<(String, String)> = std::fs::read_dir(&dir)
-        .expect("processes/examples exists")
-        .map(|entry| entry.expect("readable directory").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .map(|path| {
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let text = std::fs::read_to_string(&path).expect("readable example");
-            (name, text)
-        })
-        .collect();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<(String, String)> = Vec::new();
+    for dir in [
+        root.join("../processes/examples"),
+        root.join("src/parse/fixtures"),
+    ] {
+        files.extend(
+            std::fs::read_dir(&dir)
+                .expect("the examples' folder exists")
+                .map(|entry| entry.expect("readable directory").path())
+                .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+                .map(|path| {
+                    let name = path
+                        .file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned();
+                    let text = std::fs::read_to_string(&path).expect("readable example");
+                    (name, text)
+                }),
+        );
+    }
     files.sort();
     let mut definitions = Vec::new();
     for (name, text) in &files {
