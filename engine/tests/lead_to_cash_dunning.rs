@@ -393,3 +393,43 @@ fn every_template_of_the_ladder_is_shipped_in_english_and_italian() {
     }
     assert_eq!(seen, 3);
 }
+
+#[test]
+fn a_contract_near_its_end_requests_a_new_opportunity() {
+    let mut w = World::new("2025-10-01T10:00:00Z");
+    for file in ["data/renewal-policy.yaml", "contract-renewal.yaml"] {
+        w.h.engine.deploy(file, &shipped(file)).expect("deploy");
+    }
+    // A stand-in for the opportunity process, which starts on the message (test only).
+    w.h.engine
+        .deploy(
+            "opportunity.yaml",
+            "process: opportunity-stub\nstart: { goto: hold, message: opportunity-requested }\nsteps:\n  hold: { task: Quote the renewal, form: { ok: boolean } }\n",
+        )
+        .expect("deploy stub");
+    let contract = w.h.start(
+        "contract-renewal",
+        serde_json::json!({"contract": {"number": "K-9", "end_date": "2025-12-31",
+            "value": 12000, "customer": {"name": "Verdi srl"}}}),
+    );
+    // 60 days before 2025-12-31 is 2025-11-01.
+    w.run_until("2025-10-31T20:00:00Z");
+    assert!(!w.finished(contract));
+    w.run_until("2025-11-01T20:00:00Z");
+    assert!(w.finished(contract));
+    assert_eq!(
+        w.h.var(contract, "correlation"),
+        Value::String("started".into())
+    );
+    let started =
+        w.h.engine
+            .store()
+            .tasks(100)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.process == "opportunity-stub")
+            .expect("the opportunity started");
+    let opportunity = w.h.var(started.instance, "opportunity");
+    assert_eq!(opportunity.to_json()["contract"], "K-9");
+    assert_eq!(opportunity.to_json()["source"], "renewal");
+}
