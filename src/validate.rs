@@ -31,6 +31,45 @@ fn collect(paths: &[PathBuf], out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The data files a process in `folder` reads: `folder/data/*.yaml`, or, for a process in a
+/// sub-folder (`processes/examples/x.yaml`), those of the folder above, as the server deploys
+/// them.
+fn data_files_near(folder: &Path) -> Vec<(String, String)> {
+    let folder = if folder.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        folder
+    };
+    let Some(dir) = std::iter::once(folder.join("data"))
+        .chain(folder.parent().map(|p| p.join("data")))
+        .find(|d| d.is_dir())
+    else {
+        return Vec::new();
+    };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Vec::new();
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| is_yaml(p))
+        .collect();
+    paths.sort();
+    paths
+        .into_iter()
+        .filter_map(|p| {
+            let text = std::fs::read_to_string(&p).ok()?;
+            Some((p.display().to_string(), text))
+        })
+        .collect()
+}
+
+fn same_file(a: &str, b: &str) -> bool {
+    a == b
+        || std::fs::canonicalize(a)
+            .ok()
+            .is_some_and(|x| std::fs::canonicalize(b).ok() == Some(x))
+}
+
 fn is_yaml(p: &Path) -> bool {
     matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
 }
@@ -86,6 +125,13 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
                     }
                     None => context.push((name, text)),
                 }
+            }
+        }
+    }
+    for folder in &folders {
+        for (name, text) in data_files_near(folder) {
+            if !context.iter().any(|(f, _)| same_file(f, &name)) {
+                context.push((name, text));
             }
         }
     }
@@ -192,6 +238,9 @@ pub fn load_with_folder(
                 }
             }
         }
+    }
+    if let Some(folder) = file.parent() {
+        context.extend(data_files_near(folder));
     }
     let library = parse::load(&context, &catalog);
     let own: Vec<_> = library

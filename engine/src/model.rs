@@ -37,6 +37,10 @@ pub struct Definition {
     pub steps: Vec<Step>,
     /// Decision tables declared in this file (`tables:`).
     pub tables: Vec<DecisionTable>,
+    /// The data files this version reads (`data.price_list`), as a map from the name in
+    /// expressions to the file's value, copied in when the version is loaded so that it keeps
+    /// the data it was deployed with; `Null` when it reads none.
+    pub data: crate::value::Value,
     /// Step name -> index, for every step of the file (names are unique in a file).
     pub index: HashMap<String, StepId>,
     pub span: Span,

@@ -36,6 +36,8 @@ impl Catalog {
         // The same list as `ciclo_connectors::einvoice::OPERATIONS` (the server uses that one).
         connectors.insert("einvoice".to_string(), ops(&["issue", "deliver", "render"]));
         connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
+        // Built into the runtime: a process sends a message to others (runtime/publish.rs).
+        connectors.insert("message".to_string(), ops(&["publish"]));
         connectors.insert("test".to_string(), Vec::new());
         Catalog {
             connectors,
@@ -87,6 +89,12 @@ pub enum Reference {
     /// The e-mail template of a `send:` step.
     Template {
         name: String,
+        span: Span,
+    },
+    /// A data file read by an expression: `data.<name>` (`Some`), or `data` used in another
+    /// way (`None`: every file). Checked by `parse::load`, which knows the data files.
+    Data {
+        name: Option<String>,
         span: Span,
     },
 }
@@ -243,6 +251,7 @@ pub fn references(
                     hint,
                 ));
             }
+            Reference::Data { .. } => {}
         }
     }
     problems

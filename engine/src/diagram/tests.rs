@@ -35,41 +35,57 @@ fn unindent(text: &str) -> String {
         .join("\n")
 }
 
-/// The process files of processes/examples/ and of processes/ itself (the lead library),
-/// read at test time so a new process is covered without touching this file. Table-only
-/// files are skipped; a process that uses tables from another file is loaded together with
-/// all the files, as the CLI does.
+/// The process files of processes/examples/, of processes/ itself (the lead-to-cash library,
+/// with its data files) and of the parser's showcase fixtures, read at test time so a new
+/// process is covered without touching this file. Each folder is one library, as the CLI
+/// loads a folder; table-only and data files are skipped; a process that uses tables or data
+/// from another file is loaded together with its folder's files.
 fn examples() -> Vec<Definition> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../processes");
-    let mut files: Vec<(String, String)> = [root.join("examples"), root]
-        .iter()
-        .flat_map(|dir| std::fs::read_dir(dir).expect("processes/examples exists"))
-        .map(|entry| entry.expect("readable directory").path())
-        .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .map(|path| {
-            let name = path
-                .file_name()
-                .unwrap_or_default()
-                .to_string_lossy()
-                .into_owned();
-            let text = std::fs::read_to_string(&path).expect("readable example");
-            (name, text)
-        })
-        .collect();
-    files.sort();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let read = |dir: &std::path::Path, prefix: &str| -> Vec<(String, String)> {
+        std::fs::read_dir(dir)
+            .expect("the examples' folder exists")
+            .map(|entry| entry.expect("readable directory").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .map(|path| {
+                // Data files keep their `data/` folder in the name: that makes them data.
+                let name = format!(
+                    "{prefix}{}",
+                    path.file_name().unwrap_or_default().to_string_lossy()
+                );
+                let text = std::fs::read_to_string(&path).expect("readable example");
+                (name, text)
+            })
+            .collect()
+    };
+    let library_files = {
+        let mut files = read(&root.join("../processes"), "");
+        files.extend(read(&root.join("../processes/data"), "data/"));
+        files
+    };
     let mut definitions = Vec::new();
-    for (name, text) in &files {
-        match load_one(name, text, &Catalog::standard()) {
-            Ok(definition) => definitions.push(definition),
-            Err(problems) if problems.iter().all(|p| p.code == codes::NOT_A_PROCESS_FILE) => {}
-            Err(_) => {
-                let library = load(&files, &Catalog::standard());
-                let definition = library
-                    .definitions
-                    .into_iter()
-                    .find(|d| d.file == *name)
-                    .unwrap_or_else(|| panic!("{name} does not load with the other examples"));
-                definitions.push(definition);
+    for mut files in [
+        read(&root.join("../processes/examples"), ""),
+        library_files,
+        read(&root.join("src/parse/fixtures"), ""),
+    ] {
+        files.sort();
+        for (name, text) in &files {
+            if crate::parse::data_name(name).is_some() {
+                continue;
+            }
+            match load_one(name, text, &Catalog::standard()) {
+                Ok(definition) => definitions.push(definition),
+                Err(problems) if problems.iter().all(|p| p.code == codes::NOT_A_PROCESS_FILE) => {}
+                Err(_) => {
+                    let library = load(&files, &Catalog::standard());
+                    let definition = library
+                        .definitions
+                        .into_iter()
+                        .find(|d| d.file == *name)
+                        .unwrap_or_else(|| panic!("{name} does not load with its folder"));
+                    definitions.push(definition);
+                }
             }
         }
     }

@@ -26,6 +26,9 @@ pub(crate) struct Evaluator<'a> {
     pub ctx: &'a Context,
     input: Option<&'a Value>,
     steps: u32,
+    /// The variables of the comprehensions being evaluated, innermost last. An item of a
+    /// borrowed list stays borrowed; an item of a list the expression built is owned.
+    locals: Vec<(&'a str, Cow<'a, Value>)>,
 }
 
 enum Key<'k> {
@@ -99,6 +102,7 @@ impl<'a> Evaluator<'a> {
             ctx,
             input,
             steps: 0,
+            locals: Vec::new(),
         }
     }
 
@@ -151,6 +155,9 @@ impl<'a> Evaluator<'a> {
         match &node.kind {
             Kind::Literal(value) => Ok(Cow::Borrowed(value)),
             Kind::Var(name) => {
+                if let Some(local) = self.local(name, node.at)? {
+                    return Ok(local);
+                }
                 let scope: &'a dyn Scope = self.scope;
                 scope
                     .get(name)
@@ -178,7 +185,76 @@ impl<'a> Evaluator<'a> {
             Kind::Call { func, args } => super::functions::call(self, *func, node, args),
             Kind::List(items) => self.list(items),
             Kind::Map(entries) => self.map(entries),
+            Kind::Comprehension {
+                element,
+                var,
+                list,
+                filter,
+            } => self.comprehension(node, element, var, list, filter.as_deref()),
         }
+    }
+
+    /// The value of a comprehension variable, innermost first. An owned item is copied, and
+    /// the copy is paid for by its size, so `[big for x in big]` cannot run unbounded.
+    fn local(&mut self, name: &str, at: usize) -> Result<Option<Cow<'a, Value>>, ExprError> {
+        let Some((_, value)) = self.locals.iter().rev().find(|(n, _)| *n == name) else {
+            return Ok(None);
+        };
+        match value {
+            Cow::Borrowed(value) => Ok(Some(Cow::Borrowed(*value))),
+            Cow::Owned(value) => {
+                let budget = (MAX_STEPS - self.steps.min(MAX_STEPS)) as usize + 1;
+                let size = value_size(value, budget);
+                let copy = if size < budget {
+                    Some(value.clone())
+                } else {
+                    None
+                };
+                self.charge(size, at)?;
+                Ok(copy.map(Cow::Owned))
+            }
+        }
+    }
+
+    fn comprehension(
+        &mut self,
+        node: &'a Node,
+        element: &'a Node,
+        var: &'a str,
+        list: &'a Node,
+        filter: Option<&'a Node>,
+    ) -> Result<Cow<'a, Value>, ExprError> {
+        let items: Vec<Cow<'a, Value>> = match self.eval(list)? {
+            Cow::Borrowed(Value::List(items)) => items.iter().map(Cow::Borrowed).collect(),
+            Cow::Owned(Value::List(items)) => items.into_iter().map(Cow::Owned).collect(),
+            other => return Err(self.type_error(list, &other, "a list")),
+        };
+        self.charge(items.len(), node.at)?;
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            self.locals.push((var, item));
+            let result = self.comprehension_item(element, filter);
+            self.locals.pop();
+            if let Some(value) = result? {
+                out.push(value);
+            }
+        }
+        check_list(&out, node.at)?;
+        Ok(Cow::Owned(Value::List(out)))
+    }
+
+    /// One item of a comprehension: the element's value, or `None` when the filter drops it.
+    fn comprehension_item(
+        &mut self,
+        element: &'a Node,
+        filter: Option<&'a Node>,
+    ) -> Result<Option<Value>, ExprError> {
+        if let Some(filter) = filter
+            && !self.boolean(filter)?
+        {
+            return Ok(None);
+        }
+        Ok(Some(self.eval(element)?.into_owned()))
     }
 
     fn field(
@@ -507,6 +583,24 @@ impl<'a> Evaluator<'a> {
             (other, _) => Err(self.type_error(container_node, other, "a list, a map or a text")),
         }
     }
+}
+
+/// How many values `value` holds, itself included, counting no further than `limit`.
+fn value_size(value: &Value, limit: usize) -> usize {
+    let mut count = 0;
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        count += 1;
+        if count >= limit {
+            return limit;
+        }
+        match v {
+            Value::List(items) => stack.extend(items.iter()),
+            Value::Map(map) => stack.extend(map.values()),
+            _ => {}
+        }
+    }
+    count
 }
 
 /// Checks a produced list against the size limit.

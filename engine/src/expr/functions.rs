@@ -54,6 +54,12 @@ pub(crate) enum Func {
     Append,
     EmailKey,
     EmailBase,
+    AddDays,
+    EndOfMonth,
+    TierPrice,
+    CompoundDiscount,
+    LateInterest,
+    HalfYear,
 }
 
 pub(crate) struct Spec {
@@ -112,6 +118,12 @@ const FUNCTIONS: &[Spec] = &[
     spec("append", Func::Append, 2, 2),
     spec("email_key", Func::EmailKey, 1, 1),
     spec("email_base", Func::EmailBase, 1, 1),
+    spec("add_days", Func::AddDays, 2, 2),
+    spec("end_of_month", Func::EndOfMonth, 1, 1),
+    spec("tier_price", Func::TierPrice, 4, 4),
+    spec("compound_discount", Func::CompoundDiscount, 1, MANY),
+    spec("late_interest", Func::LateInterest, 4, 4),
+    spec("half_year", Func::HalfYear, 1, 1),
 ];
 
 pub(crate) fn lookup(name: &str) -> Option<&'static Spec> {
@@ -300,6 +312,194 @@ impl<'c, 'a> Call<'c, 'a> {
             Value::Instant(t) => Ok(t.to_zoned(TimeZone::UTC).date()),
             _ => Err(self.wrong(ev, i, "a date")),
         }
+    }
+
+    /// `tier_price(tiers, qty, unit_price, mode)`: the amount of `qty` units at `unit_price`
+    /// with the discount tiers (`[{from: 10, discount: 0.10}, ...]`), rounded half-up to
+    /// cents. `"all_units"`: every unit gets the discount of the tier the quantity falls in.
+    /// `"per_band"`: each unit gets the discount of its own tier (units 1-9 one discount,
+    /// 10-49 the next...). Units below the first tier pay the unit price.
+    fn tier_price(&self, ev: &mut Evaluator<'_>) -> Result<Value, ExprError> {
+        let raw = self.list(ev, 0)?;
+        ev.charge(raw.len(), self.node.at)?;
+        let qty = self.number(ev, 1)?;
+        let price = self.number(ev, 2)?;
+        let mode = self.text(ev, 3)?;
+        if qty < Decimal::ZERO {
+            return Err(self.fail(format!("the quantity is {qty}, expected 0 or more")));
+        }
+        let mut tiers: Vec<(Decimal, Decimal)> = Vec::with_capacity(raw.len());
+        for (i, tier) in raw.iter().enumerate() {
+            let field = |name: &str| match tier {
+                Value::Map(map) => match map.get(name) {
+                    Some(Value::Number(n)) => Ok(*n),
+                    _ => Err(self.fail(format!("tier {} has no number `{name}`", i + 1))),
+                },
+                other => Err(self.fail(format!(
+                    "tier {} is {}, expected a map like {{from: 10, discount: 0.10}}",
+                    i + 1,
+                    a_type(other)
+                ))),
+            };
+            let (from, discount) = (field("from")?, field("discount")?);
+            if discount < Decimal::ZERO || discount > Decimal::ONE {
+                return Err(self.fail(format!(
+                    "tier {} has discount {discount}, expected a fraction from 0 to 1 (10% is 0.10)",
+                    i + 1
+                )));
+            }
+            tiers.push((from, discount));
+        }
+        tiers.sort_by_key(|tier| tier.0);
+        let overflow = || self.fail("the amount is too large for a number");
+        let at_discount = |units: Decimal, discount: Decimal| -> Result<Decimal, ExprError> {
+            units
+                .checked_mul(price)
+                .and_then(|gross| gross.checked_mul(Decimal::ONE - discount))
+                .ok_or_else(overflow)
+        };
+        let amount = match mode {
+            "all_units" => {
+                let discount = tiers
+                    .iter()
+                    .rev()
+                    .find(|(from, _)| *from <= qty)
+                    .map_or(Decimal::ZERO, |(_, d)| *d);
+                at_discount(qty, discount)?
+            }
+            "per_band" => {
+                // Tier i covers the units numbered from its `from` up to the next tier's
+                // `from` minus one: the quantities (from - 1, next_from - 1].
+                let mut total = Decimal::ZERO;
+                let mut covered = Decimal::ZERO;
+                let before = |from: Decimal| from.checked_sub(Decimal::ONE).ok_or_else(overflow);
+                let first = match tiers.first() {
+                    Some((from, _)) => before(*from)?,
+                    None => qty,
+                };
+                let below = first.max(Decimal::ZERO).min(qty);
+                total += at_discount(below, Decimal::ZERO)?;
+                covered = covered.max(below);
+                for (i, (from, discount)) in tiers.iter().enumerate() {
+                    let low = before(*from)?.max(covered);
+                    let high = match tiers.get(i + 1) {
+                        Some((next, _)) => before(*next)?.min(qty),
+                        None => qty,
+                    };
+                    if high > low {
+                        total = total
+                            .checked_add(at_discount(high - low, *discount)?)
+                            .ok_or_else(overflow)?;
+                        covered = high;
+                    }
+                }
+                total
+            }
+            other => {
+                return Err(self.fail(format!(
+                    "the mode is \"{other}\", expected \"all_units\" or \"per_band\""
+                )));
+            }
+        };
+        Ok(Value::Number(amount.round_dp_with_strategy(
+            2,
+            RoundingStrategy::MidpointAwayFromZero,
+        )))
+    }
+
+    /// `late_interest(principal, due_date, until, rates)`: statutory late-payment interest,
+    /// simple, actual/365, rounded half-up to cents.
+    ///
+    /// The days charged are those after the due date up to and including `until`
+    /// (`due < day <= until`, so `days_between(due, until)` days): interest runs "from the day
+    /// after the due date" (Directive 2011/7/EU art. 3(3) and 4(1); D.Lgs. 231/2002 art. 4(1)),
+    /// and the day of payment (or of the letter) is the last day counted. Each day is charged
+    /// at the statutory rate of its half-year (D.Lgs. 231/2002 art. 5(2): the rate in force on
+    /// the half-year's first day holds for the whole half-year), given by `rates`, a list of
+    /// `{half_year: "2025-H1", statutory_rate: 11.15}` (percent). A day whose half-year has
+    /// no rate is an error naming it: the function never guesses a rate. The sum over the days
+    /// is exact; only the result is rounded.
+    fn late_interest(&self, ev: &mut Evaluator<'_>) -> Result<Value, ExprError> {
+        let principal = self.number(ev, 0)?;
+        let due = self.date_of(ev, 1)?;
+        let until = self.date_of(ev, 2)?;
+        let raw = self.list(ev, 3)?;
+        ev.charge(raw.len(), self.node.at)?;
+        if principal < Decimal::ZERO {
+            return Err(self.fail(format!("the principal is {principal}, expected 0 or more")));
+        }
+        let mut rates: Vec<(String, Decimal)> = Vec::with_capacity(raw.len());
+        for (i, item) in raw.iter().enumerate() {
+            let Value::Map(map) = item else {
+                return Err(self.fail(format!(
+                    "rate {} is {}, expected a map like {{half_year: \"2025-H1\", statutory_rate: 11.15}}",
+                    i + 1,
+                    a_type(item)
+                )));
+            };
+            let label = match map.get("half_year") {
+                Some(Value::String(s)) if parse_half_year(s).is_some() => s.trim().to_string(),
+                _ => {
+                    return Err(self.fail(format!(
+                        "rate {} has no `half_year` like \"2025-H1\"",
+                        i + 1
+                    )));
+                }
+            };
+            let rate = match map.get("statutory_rate") {
+                Some(Value::Number(n)) if *n >= Decimal::ZERO && *n <= Decimal::ONE_HUNDRED => *n,
+                _ => {
+                    return Err(self.fail(format!(
+                        "rate {} ({label}) has no `statutory_rate` in percent from 0 to 100",
+                        i + 1
+                    )));
+                }
+            };
+            if rates.iter().any(|(known, _)| *known == label) {
+                return Err(self.fail(format!("the half-year {label} has two rates")));
+            }
+            rates.push((label, rate));
+        }
+        if until <= due {
+            return Ok(Value::Number(Decimal::new(0, 2)));
+        }
+        // Walk half-year by half-year: the days of each half-year inside (due, until] times its
+        // rate. The walk is bounded: at most two half-years a year, each paid for by a step.
+        let first_day = due.tomorrow().map_err(|e| self.fail(e.to_string()))?;
+        let mut day = first_day;
+        let mut rate_days = Decimal::ZERO;
+        loop {
+            ev.charge(1, self.node.at)?;
+            let last = half_year_end(day).map_err(|e| self.fail(e))?.min(until);
+            let label = half_year_label(day);
+            let Some((_, rate)) = rates.iter().find(|(known, _)| *known == label) else {
+                return Err(self.fail(format!(
+                    "no statutory rate for the half-year {label} (needed for the days {day} to {last}); add it to the rates"
+                )));
+            };
+            let span = last
+                .since((Unit::Day, day))
+                .map_err(|e| self.fail(e.to_string()))?;
+            let count = days(span) + Decimal::ONE;
+            rate_days = rate_days
+                .checked_add(
+                    rate.checked_mul(count)
+                        .ok_or_else(|| self.fail("too large"))?,
+                )
+                .ok_or_else(|| self.fail("too large"))?;
+            if last >= until {
+                break;
+            }
+            day = last.tomorrow().map_err(|e| self.fail(e.to_string()))?;
+        }
+        let interest = principal
+            .checked_mul(rate_days)
+            .and_then(|n| n.checked_div(Decimal::from(36_500)))
+            .ok_or_else(|| self.fail("the interest is too large for a number"))?;
+        Ok(Value::Number(interest.round_dp_with_strategy(
+            2,
+            RoundingStrategy::MidpointAwayFromZero,
+        )))
     }
 
     fn apply(&self, ev: &mut Evaluator<'a>, func: Func) -> Result<Value, ExprError> {
@@ -556,6 +756,45 @@ impl<'c, 'a> Call<'c, 'a> {
                     .map_err(|e| self.fail(e.to_string()))?;
                 Value::Number(days(span))
             }
+            Func::AddDays => {
+                let date = self.date_of(ev, 0)?;
+                let n = self.number(ev, 1)?;
+                if !n.fract().is_zero() {
+                    return Err(self.fail(format!("the number of days must be whole, not {n}")));
+                }
+                let n = i64::try_from(n)
+                    .ok()
+                    .filter(|n| n.abs() <= 1_000_000)
+                    .ok_or_else(|| self.fail(format!("{n} days is too far")))?;
+                Value::Date(
+                    date.checked_add(
+                        jiff::Span::new()
+                            .try_days(n)
+                            .map_err(|e| self.fail(e.to_string()))?,
+                    )
+                    .map_err(|e| self.fail(e.to_string()))?,
+                )
+            }
+            Func::EndOfMonth => Value::Date(self.date_of(ev, 0)?.last_of_month()),
+            Func::TierPrice => self.tier_price(ev)?,
+            Func::LateInterest => self.late_interest(ev)?,
+            Func::HalfYear => Value::String(half_year_label(self.date_of(ev, 0)?)),
+            Func::CompoundDiscount => {
+                let discounts = self.numbers(ev)?;
+                let mut kept = Decimal::ONE;
+                for (i, d) in discounts.iter().enumerate() {
+                    if *d < Decimal::ZERO || *d > Decimal::ONE {
+                        return Err(self.fail(format!(
+                            "discount {} is {d}, expected a fraction from 0 to 1 (10% is 0.10)",
+                            i + 1
+                        )));
+                    }
+                    kept = kept
+                        .checked_mul(Decimal::ONE - d)
+                        .ok_or_else(|| self.fail("the result is too precise for a number"))?;
+                }
+                Value::Number((Decimal::ONE - kept).normalize())
+            }
             Func::Coalesce => Value::Null,
         };
         if let Value::List(items) = &value {
@@ -583,4 +822,24 @@ pub fn email_base(address: &str) -> String {
         },
         None => key,
     }
+}
+
+/// `2025-H1` for a day from January to June, `2025-H2` from July to December.
+pub(crate) fn half_year_label(date: jiff::civil::Date) -> String {
+    let half = if date.month() <= 6 { 1 } else { 2 };
+    format!("{:04}-H{half}", date.year())
+}
+
+/// The year and half (1 or 2) of a label such as `2025-H1`.
+fn parse_half_year(label: &str) -> Option<(i16, i8)> {
+    let (year, half) = label.trim().split_once("-H")?;
+    let year: i16 = year.parse().ok().filter(|y| (1..=9999).contains(y))?;
+    let half: i8 = half.parse().ok().filter(|h| *h == 1 || *h == 2)?;
+    Some((year, half))
+}
+
+/// The last day of the half-year of `date`: June 30 or December 31.
+fn half_year_end(date: jiff::civil::Date) -> Result<jiff::civil::Date, String> {
+    let (month, day) = if date.month() <= 6 { (6, 30) } else { (12, 31) };
+    jiff::civil::Date::new(date.year(), month, day).map_err(|e| e.to_string())
 }

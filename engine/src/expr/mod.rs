@@ -132,7 +132,18 @@ impl Expr {
         self.root.collect_variables(&mut names);
         names
     }
+
+    /// The data files this expression reads: `(Some(name), offset of name)` for each
+    /// `data.name`, `(None, offset)` for a use of `data` that needs every file (`data[key]`).
+    pub fn data_references(&self) -> Vec<(Option<String>, usize)> {
+        let mut out = Vec::new();
+        self.root.collect_data_references(&mut out);
+        out
+    }
 }
+
+/// The root variable through which expressions read the data files (`data.price_list`).
+pub const DATA_VARIABLE: &str = parser::DATA_VARIABLE;
 
 /// Formats a value the way templates and string concatenation show it: strings as they are,
 /// numbers without trailing zeros (`1000`, `12.5`), null as nothing, dates and durations in
@@ -211,3 +222,9 @@ fn write_json(value: &Value, out: &mut Bounded) -> Result<(), ()> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod lists_and_pricing_tests;
+
+#[cfg(test)]
+mod late_interest_tests;

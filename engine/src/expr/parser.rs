@@ -11,6 +11,9 @@ use super::lexer::{Tok, Token, tokenize};
 use super::{ExprError, MAX_NESTING, MAX_SOURCE_BYTES, MAX_TREE_DEPTH};
 use crate::value::Value;
 
+/// The root variable through which expressions read the data files (`data.price_list`).
+pub(crate) const DATA_VARIABLE: &str = "data";
+
 /// A node of the expression tree with the byte range of its source (`start..end`, used to
 /// name the value in messages) and `at`, the offset errors about it point to (the operator
 /// of a binary node, the name of a call).
@@ -98,6 +101,14 @@ pub(crate) enum Kind {
     },
     List(Vec<Node>),
     Map(Vec<(String, Node)>),
+    /// `[element for var in list if filter]`: `var` is bound to each item in turn while
+    /// `element` and `filter` are evaluated, shadowing any variable of that name.
+    Comprehension {
+        element: Box<Node>,
+        var: Box<str>,
+        list: Box<Node>,
+        filter: Option<Box<Node>>,
+    },
 }
 
 impl Node {
@@ -117,6 +128,16 @@ impl Node {
             } => vec![cond, then, otherwise],
             Kind::Call { args, .. } | Kind::List(args) => args.iter().collect(),
             Kind::Map(entries) => entries.iter().map(|(_, node)| node).collect(),
+            Kind::Comprehension {
+                element,
+                list,
+                filter,
+                ..
+            } => {
+                let mut children: Vec<&Node> = vec![list, element];
+                children.extend(filter.as_deref());
+                children
+            }
         }
     }
 
@@ -128,8 +149,62 @@ impl Node {
             }
             return;
         }
+        if let Kind::Comprehension {
+            element,
+            var,
+            list,
+            filter,
+        } = &self.kind
+        {
+            // The loop variable is not a variable of the scope: leave it out, but keep the
+            // names the element and the filter read besides it.
+            list.collect_variables(names);
+            let mut inner = Vec::new();
+            element.collect_variables(&mut inner);
+            if let Some(filter) = filter {
+                filter.collect_variables(&mut inner);
+            }
+            for name in inner {
+                if *name != **var && !names.contains(&name) {
+                    names.push(name);
+                }
+            }
+            return;
+        }
         for child in self.children() {
             child.collect_variables(names);
+        }
+    }
+
+    /// Adds the uses of the root variable `data` (the data files) to `out`: `Some(name)` with
+    /// the offset of `name` for `data.name`, `None` for any other use (`data[key]`, `data`
+    /// alone), which needs every file. A comprehension variable called `data` hides it.
+    pub fn collect_data_references(&self, out: &mut Vec<(Option<String>, usize)>) {
+        match &self.kind {
+            Kind::Var(name) if &**name == DATA_VARIABLE => out.push((None, self.start)),
+            Kind::Field { target, name, .. } if matches!(&target.kind, Kind::Var(root) if &**root == DATA_VARIABLE) =>
+            {
+                out.push((Some(name.to_string()), target.end + 1));
+            }
+            Kind::Comprehension {
+                element,
+                var,
+                list,
+                filter,
+            } => {
+                list.collect_data_references(out);
+                if &**var != DATA_VARIABLE {
+                    element.collect_data_references(out);
+                    if let Some(filter) = filter {
+                        filter.collect_data_references(out);
+                    }
+                }
+            }
+            _ => {
+                for child in self.children() {
+                    child.collect_data_references(out);
+                }
+            }
         }
     }
 
@@ -653,7 +728,13 @@ impl<'s> Parser<'s> {
             if self.peek() == &Tok::RBracket {
                 break self.advance();
             }
-            items.push(self.expression()?);
+            let item = self.expression()?;
+            if items.is_empty() && matches!(self.peek(), Tok::Ident(word) if word == "for") {
+                let node = self.comprehension(open.start, item);
+                self.leave();
+                return node;
+            }
+            items.push(item);
             if !self.eat(&Tok::Comma) {
                 break self.expect(&Tok::RBracket, "`,` or `]`")?;
             }
@@ -675,6 +756,40 @@ impl<'s> Parser<'s> {
             Kind::List(items)
         };
         self.node(kind, open.start, close.end, open.start)
+    }
+
+    /// The rest of `[element for var in list if filter]`, from `for`.
+    fn comprehension(&mut self, start: usize, element: Node) -> Result<Node, ExprError> {
+        self.advance(); // `for`
+        let var_token = self.advance();
+        let Tok::Ident(var) = var_token.tok.clone() else {
+            self.pos -= usize::from(var_token.tok != Tok::End);
+            let mut err = self.unexpected();
+            err.message = format!(
+                "{}, expected a name for each item (`[x * 2 for x in list]`)",
+                err.message
+            );
+            return Err(err);
+        };
+        self.expect(&Tok::In, "`in` (`for x in list`)")?;
+        let list = self.expression()?;
+        let filter = if self.eat(&Tok::If) {
+            Some(Box::new(self.expression()?))
+        } else {
+            None
+        };
+        let close = self.expect(&Tok::RBracket, "`]` or `if` and a condition")?;
+        self.node(
+            Kind::Comprehension {
+                element: Box::new(element),
+                var: var.into(),
+                list: Box::new(list),
+                filter,
+            },
+            start,
+            close.end,
+            var_token.start,
+        )
     }
 
     fn map(&mut self) -> Result<Node, ExprError> {

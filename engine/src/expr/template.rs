@@ -83,6 +83,18 @@ impl Template {
         }
         names
     }
+
+    /// The data files the parts read, as [`super::Expr::data_references`] (offsets in the
+    /// template's source).
+    pub fn data_references(&self) -> Vec<(Option<String>, usize)> {
+        let mut out = Vec::new();
+        for part in &self.parts {
+            if let Part::Expr(node) = part {
+                node.collect_data_references(&mut out);
+            }
+        }
+        out
+    }
 }
 
 /// Finds the `}}` that closes the part opened at `open`, lexing the expression so that

@@ -258,6 +258,9 @@ struct View<'a> {
     state: &'a InstanceState,
     scope: u64,
     extra: Option<(&'a str, &'a Value)>,
+    /// The definition's data files (`data.price_list`); `Null` when it reads none, and then
+    /// `data` is an ordinary variable name.
+    data: &'a Value,
 }
 
 impl Scope for View<'_> {
@@ -266,6 +269,9 @@ impl Scope for View<'_> {
             && extra == name
         {
             return Some(value);
+        }
+        if name == crate::expr::DATA_VARIABLE && !matches!(self.data, Value::Null) {
+            return Some(self.data);
         }
         let mut scope = self.scope;
         while scope != ROOT_SCOPE {
@@ -374,6 +380,7 @@ impl<'a> Machine<'a> {
             state: self.st,
             scope: self.scope_of(t),
             extra,
+            data: &self.def.data,
         };
         expr.eval(&view, &self.ctx())
             .map_err(|e| format!("expression `{}`: {}", expr.source(), e))
@@ -395,6 +402,7 @@ impl<'a> Machine<'a> {
             state: self.st,
             scope: self.scope_of(t),
             extra: None,
+            data: &self.def.data,
         };
         template
             .render(&view, &self.ctx())
@@ -543,6 +551,7 @@ impl<'a> Machine<'a> {
                     state: self.st,
                     scope: self.scope_of(t),
                     extra: None,
+                    data: &self.def.data,
                 };
                 let value = crate::decision::evaluate(table, &view, &self.ctx())
                     .map_err(|e| format!("decision table `{}`: {e}", table.name))?;
@@ -1095,6 +1104,7 @@ impl<'a> Machine<'a> {
                     state: self.st,
                     scope,
                     extra: None,
+                    data: &self.def.data,
                 };
                 match c.value.eval(&view, &self.ctx()) {
                     Ok(v) => v,

@@ -19,6 +19,7 @@ use crate::expr::{Expr, Template, UnaryTest};
 use crate::model::*;
 use crate::schedule::Schedule;
 use crate::validate::Reference;
+use crate::value::Value;
 
 /// The id of a step reference that names no step.
 pub const UNRESOLVED: StepId = StepId::MAX;
@@ -34,6 +35,34 @@ pub enum Parsed {
     Nothing,
 }
 
+/// Reads a data file (`data/price-list.yaml`) into a value: maps, lists, texts, booleans,
+/// null and numbers read exactly as decimals. Problems carry the file's line and column.
+pub fn parse_data_file(file: &str, text: &str) -> (Option<Value>, Vec<Problem>) {
+    let (root, issues) = yaml::read(text);
+    let mut parser = FileParser {
+        file: file.to_string(),
+        text,
+        map: SourceMap::new(text),
+        problems: Vec::new(),
+        zone: None,
+        names: HashMap::new(),
+        slots: Vec::new(),
+        references: Vec::new(),
+    };
+    parser.yaml_issues(issues);
+    let value = root.and_then(|root| parser.data_value(&root));
+    if value.is_none() && parser.problems.is_empty() {
+        parser.report(
+            Span { line: 1, col: 1 },
+            codes::NOT_A_PROCESS_FILE,
+            "the data file is empty".into(),
+            Some("a data file holds a map, such as `products: [...]`".into()),
+        );
+    }
+    let value = value.filter(|_| parser.problems.is_empty());
+    (value, parser.problems)
+}
+
 /// Reads one file. Problems are in file order only after the caller sorts them.
 pub fn parse_file(file: &str, text: &str) -> (Parsed, Vec<Problem>) {
     let (root, issues) = yaml::read(text);
@@ -47,25 +76,7 @@ pub fn parse_file(file: &str, text: &str) -> (Parsed, Vec<Problem>) {
         slots: Vec::new(),
         references: Vec::new(),
     };
-    for issue in issues {
-        match issue {
-            YamlIssue::Syntax { span, message } => {
-                let hint = parser.syntax_hint(span);
-                parser.report(
-                    span,
-                    codes::YAML_SYNTAX,
-                    format!("YAML syntax error: {message}"),
-                    hint,
-                );
-            }
-            YamlIssue::DuplicateKey { span, key, first } => parser.report(
-                span,
-                codes::DUPLICATE_KEY,
-                format!("duplicate key `{key}` (first at line {})", first.line),
-                Some("remove one of them: YAML would silently keep only one".into()),
-            ),
-        }
-    }
+    parser.yaml_issues(issues);
     let Some(root) = root else {
         if parser.problems.is_empty() {
             parser.report(
@@ -79,6 +90,79 @@ pub fn parse_file(file: &str, text: &str) -> (Parsed, Vec<Problem>) {
     };
     let parsed = parser.file(&root);
     (parsed, parser.problems)
+}
+
+impl FileParser<'_, '_> {
+    /// Reports what the YAML reader found wrong.
+    fn yaml_issues(&mut self, issues: Vec<YamlIssue>) {
+        for issue in issues {
+            match issue {
+                YamlIssue::Syntax { span, message } => {
+                    let hint = self.syntax_hint(span);
+                    self.report(
+                        span,
+                        codes::YAML_SYNTAX,
+                        format!("YAML syntax error: {message}"),
+                        hint,
+                    );
+                }
+                YamlIssue::DuplicateKey { span, key, first } => self.report(
+                    span,
+                    codes::DUPLICATE_KEY,
+                    format!("duplicate key `{key}` (first at line {})", first.line),
+                    Some("remove one of them: YAML would silently keep only one".into()),
+                ),
+            }
+        }
+    }
+
+    /// A YAML node of a data file as a value; `None` (and a problem) where it cannot be one.
+    fn data_value(&mut self, node: &Node) -> Option<Value> {
+        if let Some(items) = node.as_seq() {
+            let mut list = Vec::with_capacity(items.len());
+            for item in items {
+                list.push(self.data_value(item)?);
+            }
+            return Some(Value::List(list));
+        }
+        if let Some(entries) = node.as_map() {
+            let mut map = std::collections::BTreeMap::new();
+            for (key, value) in entries {
+                let Some(Scalar::Str(name) | Scalar::Number(name)) = key.scalar() else {
+                    self.report(
+                        key.span,
+                        codes::WRONG_TYPE,
+                        format!(
+                            "a key of a data file must be a text, found {}",
+                            key.type_name()
+                        ),
+                        None,
+                    );
+                    return None;
+                };
+                let name = name.to_string();
+                map.insert(name, self.data_value(value)?);
+            }
+            return Some(Value::Map(map));
+        }
+        Some(match node.scalar()? {
+            Scalar::Null => Value::Null,
+            Scalar::Bool(b) => Value::Bool(b),
+            Scalar::Str(s) => Value::String(s.to_string()),
+            Scalar::Number(t) => match parse_decimal(t) {
+                Some(d) => Value::Number(d),
+                None => {
+                    self.report(
+                        node.span,
+                        codes::INVALID_VALUE,
+                        format!("`{t}` is not a decimal number"),
+                        Some("numbers are decimals with at most 28 digits".into()),
+                    );
+                    return None;
+                }
+            },
+        })
+    }
 }
 
 struct Slot<'n> {
@@ -319,7 +403,10 @@ impl<'t, 'n> FileParser<'t, 'n> {
             }
         };
         match Expr::parse(&source) {
-            Ok(expr) => Some(expr),
+            Ok(expr) => {
+                self.data_references(node, expr.data_references());
+                Some(expr)
+            }
             Err(error) => {
                 let at = self.map.locate(node, error.offset);
                 self.report(
@@ -330,6 +417,14 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 );
                 None
             }
+        }
+    }
+
+    /// Records the data files an expression or template in `node` reads, with where.
+    fn data_references(&mut self, node: &Node, found: Vec<(Option<String>, usize)>) {
+        for (name, offset) in found {
+            let span = self.map.locate(node, offset);
+            self.references.push(Reference::Data { name, span });
         }
     }
 
@@ -351,7 +446,10 @@ impl<'t, 'n> FileParser<'t, 'n> {
             }
         };
         match Template::parse(&source) {
-            Ok(template) => Some(template),
+            Ok(template) => {
+                self.data_references(node, template.data_references());
+                Some(template)
+            }
             Err(error) => {
                 let at = self.map.locate(node, error.offset);
                 self.report(
@@ -560,6 +658,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
             starts,
             steps,
             tables,
+            data: Value::Null,
             index: self.names.clone(),
             span: root.span,
         };

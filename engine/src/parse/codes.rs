@@ -34,6 +34,7 @@ pub const DUPLICATE_NAME: &str = "CICLO-E0134";
 pub const NOT_AN_ACTIVITY: &str = "CICLO-E0135";
 pub const JOIN_NEVER_COMPLETES: &str = "CICLO-E0136";
 pub const UNKNOWN_TEMPLATE: &str = "CICLO-E0137";
+pub const UNKNOWN_DATA: &str = "CICLO-E0138";
 
 /// Every code with a one-line meaning, for docs and tooling.
 pub const ALL: &[(&str, &str)] = &[
@@ -99,5 +100,9 @@ pub const ALL: &[(&str, &str)] = &[
     (
         UNKNOWN_TEMPLATE,
         "a `send:` names an e-mail template that does not exist",
+    ),
+    (
+        UNKNOWN_DATA,
+        "an expression reads `data.<name>` but no data file has that name",
     ),
 ];

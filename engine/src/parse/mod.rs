@@ -25,6 +25,7 @@ use crate::diagnostics::Problem;
 use crate::model::{DecisionTable, Definition, StepKind};
 pub use crate::validate::Catalog;
 use crate::validate::{self, Reference};
+use crate::value::Value;
 
 /// What a set of files holds.
 #[derive(Clone, Debug, Default)]
@@ -35,6 +36,8 @@ pub struct Library {
     pub definitions: Vec<Definition>,
     /// Every decision table of every file.
     pub tables: Vec<DecisionTable>,
+    /// Every data file that loaded, by its name in expressions (`data.price_list`).
+    pub data: BTreeMap<String, Value>,
     /// Every problem, sorted by file, line and column.
     pub problems: Vec<Problem>,
 }
@@ -68,7 +71,38 @@ pub fn load(files: &[(String, String)], catalog: &Catalog) -> Library {
         }
     };
 
+    let mut data: BTreeMap<String, Value> = BTreeMap::new();
+    let mut data_files: BTreeMap<String, String> = BTreeMap::new();
     for (file, text) in files {
+        if let Some(name) = data_name(file) {
+            let (value, file_problems) = build::parse_data_file(file, text);
+            problems.extend(file_problems);
+            let refuse = |message: String, hint: &str| Problem {
+                file: file.clone(),
+                line: 1,
+                col: 1,
+                code: codes::DUPLICATE_NAME,
+                message,
+                hint: Some(hint.into()),
+            };
+            if !is_data_name(&name) {
+                let mut problem = refuse(
+                    format!("`{name}` cannot be a name in expressions"),
+                    "name data files with lowercase letters, digits, `-` and `_`, starting with a letter",
+                );
+                problem.code = codes::INVALID_VALUE;
+                problems.push(problem);
+            } else if let Some(first) = data_files.get(&name) {
+                problems.push(refuse(
+                    format!("data file `data.{name}` is already {first}"),
+                    "`-` and `_` in a data file's name are the same: rename one of them",
+                ));
+            } else if let Some(value) = value {
+                data_files.insert(name.clone(), file.clone());
+                data.insert(name, value);
+            }
+            continue;
+        }
         let (parsed, file_problems) = build::parse_file(file, text);
         problems.extend(file_problems);
         match parsed {
@@ -116,6 +150,7 @@ pub fn load(files: &[(String, String)], catalog: &Catalog) -> Library {
     }
     let table_names: BTreeSet<String> = tables.iter().map(|t| t.name.clone()).collect();
     for (def, references) in &mut processes {
+        problems.extend(data_references(def, references, &data));
         problems.extend(validate::references(
             def,
             references,
@@ -150,8 +185,79 @@ pub fn load(files: &[(String, String)], catalog: &Catalog) -> Library {
     Library {
         definitions,
         tables,
+        data,
         problems,
     }
+}
+
+/// The name under which expressions read a data file, when `file` is one: a YAML file in a
+/// folder called `data` (`processes/data/price-list.yaml`), named by its stem with `-` read
+/// as `_` (`data.price_list`).
+pub fn data_name(file: &str) -> Option<String> {
+    let mut parts = file.rsplit(['/', '\\']);
+    let base = parts.next()?;
+    if parts.next()? != "data" {
+        return None;
+    }
+    let stem = base
+        .strip_suffix(".yaml")
+        .or_else(|| base.strip_suffix(".yml"))?;
+    Some(stem.replace('-', "_"))
+}
+
+fn is_data_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// Checks the `data.<name>` references of `def` and copies the data files it reads into it:
+/// the named ones, or all of them when it uses `data` in a way that names none.
+fn data_references(
+    def: &mut Definition,
+    references: &[Reference],
+    data: &BTreeMap<String, Value>,
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut used = BTreeMap::new();
+    let mut uses_data = false;
+    for reference in references {
+        let Reference::Data { name, span } = reference else {
+            continue;
+        };
+        uses_data = true;
+        match name {
+            None => used.extend(data.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            Some(name) => match data.get(name) {
+                Some(value) => {
+                    used.insert(name.clone(), value.clone());
+                }
+                None => {
+                    let hint = suggest::did_you_mean(name, data.keys().map(String::as_str))
+                        .map(|s| format!("did you mean `data.{s}`?"))
+                        .unwrap_or_else(|| {
+                            format!(
+                                "add the file data/{}.yaml to the process folder",
+                                name.replace('_', "-")
+                            )
+                        });
+                    problems.push(Problem {
+                        file: def.file.clone(),
+                        line: span.line,
+                        col: span.col,
+                        code: codes::UNKNOWN_DATA,
+                        message: format!("no data file `data.{name}`"),
+                        hint: Some(hint),
+                    });
+                }
+            },
+        }
+    }
+    if uses_data {
+        def.data = Value::Map(used);
+    }
+    problems
 }
 
 /// Parses and checks a single process file.

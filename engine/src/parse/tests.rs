@@ -14,12 +14,9 @@ const EXAMPLES: &[(&str, &str)] = &[
     ),
     (
         "order-to-cash.yaml",
-        include_str!("../../../processes/examples/order-to-cash.yaml"),
+        include_str!("fixtures/order-to-cash.yaml"),
     ),
-    (
-        "dunning.yaml",
-        include_str!("../../../processes/examples/dunning.yaml"),
-    ),
+    ("dunning.yaml", include_str!("fixtures/dunning.yaml")),
     (
         "lead-intake.yaml",
         include_str!("../../../processes/lead-intake.yaml"),

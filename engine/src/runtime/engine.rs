@@ -194,6 +194,8 @@ struct Definitions {
     latest: HashMap<String, u32>,
     /// Table library files, by file name: their latest text.
     table_files: HashMap<String, String>,
+    /// Data files, by `data/<file name>`: their latest text.
+    data_files: HashMap<String, String>,
     /// Processes with message start events, by message name.
     message_starts: HashMap<String, Vec<(String, usize)>>,
 }
@@ -242,10 +244,13 @@ impl Engine {
             external: tokio::sync::Notify::new(),
         };
         let mut records = engine.store.definitions()?;
-        // Table libraries first: processes may use their tables.
+        // In the order they were deployed, so that each version loads with the table
+        // libraries and data files it was deployed with; at the same instant, libraries and
+        // data first (processes use them).
         records.sort_by_key(|r| {
             (
-                !r.process.starts_with(TABLES_PREFIX),
+                r.deployed_at,
+                !(r.process.starts_with(TABLES_PREFIX) || r.process.starts_with(DATA_PREFIX)),
                 r.process.clone(),
                 r.version,
             )
@@ -342,6 +347,7 @@ impl Engine {
         let mut files: Vec<_> = defs
             .table_files
             .iter()
+            .chain(defs.data_files.iter())
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         files.sort();
@@ -354,7 +360,7 @@ impl Engine {
         // A table library is known by its file's name, wherever it was deployed from
         // (`examples/lead-tables.yaml` at start, `processes/examples/lead-tables.yaml` from a
         // terminal): deploying it again replaces it instead of declaring its tables twice.
-        files.retain(|(f, _)| base_name(f) != base_name(file));
+        files.retain(|(f, _)| library_key(f) != library_key(file));
         files.push((file.to_string(), source.to_string()));
         let library = parse::load(&files, &self.catalog);
         let own: Vec<Problem> = library
@@ -371,6 +377,12 @@ impl Engine {
 
     /// Installs a stored definition record in memory.
     fn install(&self, record: &DefinitionRecord) -> std::result::Result<(), Vec<Problem>> {
+        if record.process.starts_with(DATA_PREFIX) {
+            let mut defs = self.defs.write().unwrap_or_else(|e| e.into_inner());
+            defs.data_files
+                .insert(library_key(&record.file), record.source.clone());
+            return Ok(());
+        }
         if record.process.starts_with(TABLES_PREFIX) {
             let mut defs = self.defs.write().unwrap_or_else(|e| e.into_inner());
             // By file name (see `parse`): a later version deployed from another path replaces it.
@@ -412,8 +424,14 @@ impl Engine {
         let mut deployed = Vec::new();
         let mut batch = Batch::default();
         let mut records = Vec::new();
+        let data_file = parse::data_name(file);
         if library.definitions.is_empty() {
-            let process = format!("{TABLES_PREFIX}{}", base_name(file));
+            let prefix = if data_file.is_some() {
+                DATA_PREFIX
+            } else {
+                TABLES_PREFIX
+            };
+            let process = format!("{prefix}{}", base_name(file));
             let (version, unchanged) = self.next_version(&process, source)?;
             deployed.push(Deployed {
                 process: process.clone(),
@@ -447,6 +465,36 @@ impl Engine {
                 });
             }
         }
+        if let Some(name) = &data_file
+            && records.iter().any(|r| r.process.starts_with(DATA_PREFIX))
+        {
+            // A data file is versioned with the processes that read it: each gets a new
+            // version that loads with the new data, while running instances keep theirs.
+            for (process, version) in self.processes() {
+                let Some(def) = self.definition_version(&process, version) else {
+                    continue;
+                };
+                let reads = matches!(&def.data, Value::Map(files) if files.contains_key(name));
+                if !reads {
+                    continue;
+                }
+                let Some(latest) = self.store.definition(&process, version)? else {
+                    continue;
+                };
+                deployed.push(Deployed {
+                    process: process.clone(),
+                    version: version + 1,
+                    unchanged: false,
+                });
+                records.push(DefinitionRecord {
+                    process,
+                    version: version + 1,
+                    source: latest.source,
+                    file: latest.file,
+                    deployed_at: now,
+                });
+            }
+        }
         for r in &records {
             batch.push(Op::PutDefinition(r.clone()));
         }
@@ -462,7 +510,7 @@ impl Engine {
     fn next_version(&self, process: &str, source: &str) -> Result<(u32, bool)> {
         let latest = {
             let defs = self.defs.read().unwrap_or_else(|e| e.into_inner());
-            if process.starts_with(TABLES_PREFIX) {
+            if process.starts_with(TABLES_PREFIX) || process.starts_with(DATA_PREFIX) {
                 self.store
                     .definitions()?
                     .into_iter()
@@ -1409,6 +1457,18 @@ fn check_text(what: &str, text: &str, max: usize) -> Result<()> {
 
 /// File-name prefix of the records that hold table libraries.
 const TABLES_PREFIX: &str = "@tables/";
+/// File-name prefix of the records that hold data files.
+const DATA_PREFIX: &str = "@data/";
+
+/// What identifies a library file across deploys from different paths: its file name, and
+/// for a data file `data/` before it (a data file and a table library may share a name).
+fn library_key(file: &str) -> String {
+    if parse::data_name(file).is_some() {
+        format!("data/{}", base_name(file))
+    } else {
+        base_name(file).to_string()
+    }
+}
 
 /// The last component of a file name as the API or the command line gave it.
 fn base_name(file: &str) -> &str {

@@ -4,6 +4,7 @@
 
 mod engine;
 pub mod metrics;
+mod publish;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use engine::*;
+pub use publish::MESSAGE_CONNECTOR;
 
 use crate::store::{InstanceId, JobRecord};
 
@@ -364,6 +366,14 @@ async fn run_job_in_span(engine: &Arc<Engine>, connectors: &Connectors, job: Job
         let result = tokio::task::spawn_blocking(move || e.run_system_job(&job)).await;
         if let Ok(Err(e)) = result {
             tracing::error!(error = %e, "system job failed");
+        }
+        return;
+    }
+    if job.connector == MESSAGE_CONNECTOR {
+        let e = engine.clone();
+        let result = tokio::task::spawn_blocking(move || e.run_message_job(&job)).await;
+        if let Ok(Err(e)) = result {
+            tracing::error!(error = %e, "publishing a message failed");
         }
         return;
     }
