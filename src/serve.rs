@@ -33,6 +33,43 @@ pub struct ServeArgs {
     /// Durable store: `sled` (default) or `redb`.
     #[arg(long, env = "CICLO_STORE")]
     pub store: Option<String>,
+    /// For demos and trials only: the engine's clock runs this many times faster than real
+    /// time (86400: a day per second), so timers of days fire in seconds. Use a fresh data
+    /// folder: the times it stores are in the future for a normal start.
+    #[arg(long, env = "CICLO_CLOCK_SPEED")]
+    pub clock_speed: Option<f64>,
+    /// With --clock-speed: the day (`2025-03-01`, midnight UTC) or instant (RFC 3339) the
+    /// clock starts at. Default: now.
+    #[arg(long, env = "CICLO_CLOCK_START", requires = "clock_speed")]
+    pub clock_start: Option<String>,
+}
+
+/// The engine's clock: the system's, or with `--clock-speed` one that runs faster.
+fn engine_clock(
+    args: &ServeArgs,
+) -> anyhow::Result<(Arc<dyn ciclo_engine::runtime::Clock>, Option<f64>)> {
+    let Some(speed) = args.clock_speed else {
+        return Ok((Arc::new(SystemClock), None));
+    };
+    let start = match args.clock_start.as_deref().map(str::trim) {
+        None => jiff::Timestamp::now(),
+        Some(text) => match text.parse::<jiff::Timestamp>() {
+            Ok(t) => t,
+            Err(_) => text
+                .parse::<jiff::civil::Date>()
+                .ok()
+                .and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok())
+                .map(|z| z.timestamp())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--clock-start `{text}` is neither a day (2025-03-01) nor an instant (2025-03-01T09:00:00Z)"
+                    )
+                })?,
+        },
+    };
+    let clock = ciclo_engine::runtime::ScaledClock::new(start, speed)
+        .map_err(|e| anyhow::anyhow!("--clock-speed: {e}"))?;
+    Ok((Arc::new(clock), Some(speed)))
 }
 
 /// The configuration file (`ciclo.toml`). Every key is optional.
@@ -210,6 +247,8 @@ const SMTP_VARS: [&str; 8] = [
 /// The resolved configuration.
 #[derive(Debug)]
 pub struct Config {
+    /// `--clock-speed`, when the clock runs faster than real time.
+    pub clock_speed: Option<f64>,
     pub listen: String,
     pub data: PathBuf,
     pub processes: PathBuf,
@@ -320,6 +359,7 @@ impl Config {
             bail!("[einvoice] endpoint `{url}`: give an https:// (or http://) URL");
         }
         Ok(Config {
+            clock_speed: args.clock_speed,
             einvoice_folder: einvoice_folder.unwrap_or_else(|| data.join("einvoices")),
             einvoice_endpoint,
             listen: args
@@ -517,7 +557,15 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
             config.einvoice_folder.display()
         )
     })?;
-    let engine = Engine::open(store, Arc::new(SystemClock), catalog)?;
+    let (clock, speed) = engine_clock(&args)?;
+    if let Some(speed) = speed {
+        tracing::warn!(
+            speed,
+            start = %clock.now(),
+            "the clock runs {speed} times faster than real time (--clock-speed): for demos and trials only"
+        );
+    }
+    let engine = Engine::open(store, clock, catalog)?;
 
     // Deploy the process folder: a file with problems stops the start, with every problem.
     let mut problems = Vec::new();
@@ -750,6 +798,11 @@ async fn serve(
         connectors,
         RuntimeOptions {
             retention,
+            // Under a fast clock a pause of 200 ms real time is hours of process time.
+            poll: match config.clock_speed {
+                Some(_) => std::time::Duration::from_millis(20),
+                None => RuntimeOptions::default().poll,
+            },
             ..Default::default()
         },
     );

@@ -57,6 +57,46 @@ impl Clock for ManualClock {
     }
 }
 
+/// A clock that runs `speed` times faster than the system's from `start`: a day in 86,400
+/// seconds at speed 1, in one second at speed 86,400. For demos and trials of processes that
+/// wait days (`ciclo serve --clock-speed`); a store written under it holds future times for
+/// the system clock, so it is not for production data.
+#[derive(Debug)]
+pub struct ScaledClock {
+    start: Timestamp,
+    real_start: std::time::Instant,
+    speed: f64,
+}
+
+impl ScaledClock {
+    /// `speed` must be finite and at least 1 (an error says so otherwise).
+    pub fn new(start: Timestamp, speed: f64) -> Result<ScaledClock, String> {
+        if !speed.is_finite() || !(1.0..=1e9).contains(&speed) {
+            return Err(format!(
+                "a clock speed of {speed} is not usable: give a number from 1 to 1000000000"
+            ));
+        }
+        Ok(ScaledClock {
+            start,
+            real_start: std::time::Instant::now(),
+            speed,
+        })
+    }
+    /// How many times faster than real time it runs.
+    pub fn speed(&self) -> f64 {
+        self.speed
+    }
+}
+
+impl Clock for ScaledClock {
+    fn now(&self) -> Timestamp {
+        let real = self.real_start.elapsed().as_secs_f64();
+        let scaled = jiff::SignedDuration::try_from_secs_f64(real * self.speed)
+            .unwrap_or(jiff::SignedDuration::MAX);
+        self.start.checked_add(scaled).unwrap_or(Timestamp::MAX)
+    }
+}
+
 /// One attempt of a job, as a connector sees it.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
