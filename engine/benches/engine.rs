@@ -5,7 +5,9 @@
 //! in memory one at a time, then on each durable store (sled, then redb, through the same code):
 //! with 64 concurrent starters (group commit) and one at a time, then parks 100,000 instances on
 //! a user task and measures store size, memory and reopen time. Sizes can be changed with
-//! CICLO_BENCH_MEMORY_N, CICLO_BENCH_SLED_N, CICLO_BENCH_REDB_N, CICLO_BENCH_WAITING_N.
+//! CICLO_BENCH_MEMORY_N, CICLO_BENCH_SLED_N, CICLO_BENCH_REDB_N, CICLO_BENCH_WAITING_N; the
+//! sections run with CICLO_BENCH_SECTIONS, a comma list of `memory`, `sled`, `redb` and
+//! `parked` (default: all; `bench/run` asks for `memory,sled`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,6 +55,14 @@ fn env_count(name: &str, default: usize) -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// Whether CICLO_BENCH_SECTIONS (default: every section) names `section`.
+fn wanted(section: &str) -> bool {
+    match std::env::var("CICLO_BENCH_SECTIONS") {
+        Ok(list) if !list.trim().is_empty() => list.split(',').any(|s| s.trim() == section),
+        _ => true,
+    }
 }
 
 fn engine(store: Arc<dyn Store>, yaml: &str) -> Engine {
@@ -180,31 +190,37 @@ fn main() {
     );
 
     // 1. In memory, one at a time.
-    let n = scale(env_count("CICLO_BENCH_MEMORY_N", 100_000));
-    let mem = engine(Arc::new(MemoryStore::new()), SCORE);
-    for _ in 0..n.min(5_000) {
-        mem.start("score", input()).expect("warm-up");
+    if wanted("memory") {
+        let n = scale(env_count("CICLO_BENCH_MEMORY_N", 100_000));
+        let mem = engine(Arc::new(MemoryStore::new()), SCORE);
+        for _ in 0..n.min(5_000) {
+            mem.start("score", input()).expect("warm-up");
+        }
+        let mut latencies = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let began = Instant::now();
+        for _ in 0..n {
+            let s = Instant::now();
+            ids.push(mem.start("score", input()).expect("start"));
+            latencies.push(s.elapsed());
+        }
+        let elapsed = began.elapsed();
+        check(&mem, &ids);
+        report("in memory, one at a time", n, elapsed, latencies);
+        drop(mem);
     }
-    let mut latencies = Vec::with_capacity(n);
-    let mut ids = Vec::with_capacity(n);
-    let began = Instant::now();
-    for _ in 0..n {
-        let s = Instant::now();
-        ids.push(mem.start("score", input()).expect("start"));
-        latencies.push(s.elapsed());
-    }
-    let elapsed = began.elapsed();
-    check(&mem, &ids);
-    report("in memory, one at a time", n, elapsed, latencies);
-    drop(mem);
 
     // 2. and 3. on each durable store, through the same code.
-    store_sections("sled", scale, |path| {
-        SledStore::open(SledOptions::new(path)).expect("sled opens")
-    });
-    store_sections("redb", scale, |path| {
-        RedbStore::open(RedbOptions::new(path)).expect("redb opens")
-    });
+    if wanted("sled") {
+        store_sections("sled", scale, |path| {
+            SledStore::open(SledOptions::new(path)).expect("sled opens")
+        });
+    }
+    if wanted("redb") {
+        store_sections("redb", scale, |path| {
+            RedbStore::open(RedbOptions::new(path)).expect("redb opens")
+        });
+    }
 }
 
 /// A durable store as the benchmark needs it: a `Store` with committer statistics.
@@ -238,6 +254,9 @@ fn store_sections<S: Durable>(
         &dir.path().join("data"),
         &open,
     );
+    if !wanted("parked") {
+        return;
+    }
     parked(
         name,
         scale(env_count("CICLO_BENCH_WAITING_N", 100_000)),
