@@ -100,9 +100,9 @@ fn quote_approval_model() {
     let def = library
         .definitions
         .iter()
-        .find(|d| d.id == "quote-approval")
+        .find(|d| d.id == "quote-approval-example")
         .unwrap();
-    assert_eq!(def.name.as_deref(), Some("Approve a discounted quote"));
+    assert_eq!(def.name.as_deref(), Some("Approve a discounted quote (example)"));
     assert_eq!(
         def.inputs,
         vec![("quote".to_string(), "object".to_string())]
