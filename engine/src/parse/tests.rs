@@ -102,7 +102,10 @@ fn quote_approval_model() {
         .iter()
         .find(|d| d.id == "quote-approval-example")
         .unwrap();
-    assert_eq!(def.name.as_deref(), Some("Approve a discounted quote (example)"));
+    assert_eq!(
+        def.name.as_deref(),
+        Some("Approve a discounted quote (example)")
+    );
     assert_eq!(
         def.inputs,
         vec![("quote".to_string(), "object".to_string())]
