@@ -421,6 +421,61 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
+    /// Completes the message of a call activity's failed `output:` mapping. The mapping is
+    /// evaluated over this process's variables, the called process's being under `child`
+    /// (as a service task's answer is under `result`); a bare name of the child's
+    /// (`status: status`) is the usual mistake, so the message says how to write it.
+    fn child_output_hint(
+        &self,
+        t: u64,
+        outputs: &[Assignment],
+        child: &Value,
+        trouble: Trouble,
+    ) -> Trouble {
+        let Value::Map(child_vars) = child else {
+            return trouble;
+        };
+        let view = View {
+            state: self.st,
+            scope: self.scope_of(t),
+            extra: Some(("child", child)),
+            data: &self.def.data,
+        };
+        // The first assignment that fails is the one the message is about.
+        let Some(failing) = outputs
+            .iter()
+            .find(|a| a.value.eval(&view, &self.ctx()).is_err())
+        else {
+            return trouble;
+        };
+        let unknown: Vec<String> = failing
+            .value
+            .variables()
+            .into_iter()
+            .filter(|name| view.get(name).is_none())
+            .collect();
+        if let Some(name) = unknown.iter().find(|n| child_vars.contains_key(*n)) {
+            return format!(
+                "{trouble}: `{name}` is a variable of the called process, not of this one; \
+                 an output reads the called process's variables under `child` \
+                 (write `{target}: child.{name}`)",
+                target = failing.target,
+            );
+        }
+        if let Some(name) = unknown.first() {
+            let mut names: Vec<&str> = child_vars.keys().map(String::as_str).take(20).collect();
+            if child_vars.len() > names.len() {
+                names.push("...");
+            }
+            return format!(
+                "{trouble}: neither this process nor the called one has `{name}`; an output \
+                 reads the called process's variables under `child` (it has: {})",
+                names.join(", ")
+            );
+        }
+        trouble
+    }
+
     /// Writes a variable (a dotted path writes inside a map) to the nearest scope of `t` that
     /// has it, else to the process variables.
     fn set_var(&mut self, t: u64, path: &str, value: Value) {
@@ -1536,7 +1591,11 @@ impl<'a> Machine<'a> {
                                 );
                                 self.leave(token);
                             }
-                            Err(trouble) => self.incident(token, trouble, Resume::Leave),
+                            Err(trouble) => {
+                                let trouble =
+                                    self.child_output_hint(token, outputs, &child, trouble);
+                                self.incident(token, trouble, Resume::Leave)
+                            }
                         }
                     }
                     ChildOutcome::Error { code, message } => {
