@@ -120,6 +120,17 @@ fn a_default_with_question_marks_reads_the_loop_variable() {
 }
 
 #[test]
+fn a_chain_of_defaults_tolerates_every_missing_variable_but_the_last() {
+    // `a ?? b ?? c` is `a ?? (b ?? c)`: `b`, like `a`, may be missing.
+    assert_eq!(ok("nothing ?? missing ?? 3"), num("3"));
+    assert_eq!(ok("nothing ?? key ?? 3"), Value::String("b".into()));
+    assert_eq!(ok("null ?? missing ?? null ?? 4"), num("4"));
+    assert_eq!(ok("1 ?? missing ?? 3"), num("1"));
+    assert!(err("nothing ?? missing").contains("unknown variable `missing`"));
+    assert!(err("nothing ?? missing ?? gone").contains("unknown variable `gone`"));
+}
+
+#[test]
 fn comprehension_syntax_errors_are_clear() {
     assert!(
         Expr::parse("[x for in xs]")
