@@ -277,3 +277,231 @@ fn an_order_over_the_credit_limit_is_not_booked_without_a_person() {
     assert!(fix.title.contains("credit limit"), "{}", fix.title);
     assert_eq!(h.run_jobs(|_| JobOutcome::Done(Vars::new())), 0);
 }
+
+fn jobs_of(h: &Harness, connector: &str) -> Vec<ciclo_engine::store::JobRecord> {
+    let mut seen = Vec::new();
+    h.run_jobs(|j| {
+        seen.push(j.clone());
+        JobOutcome::Done(Vars::new())
+    });
+    seen.into_iter()
+        .filter(|j| j.connector == connector)
+        .collect()
+}
+
+fn text(value: &Value) -> &str {
+    match value {
+        Value::String(s) => s,
+        other => panic!("not a text: {other:?}"),
+    }
+}
+
+/// A 25% manual discount on the per-band line: 60 x 100 per band is 5,435.00, less 25% is
+/// 4,076.25; with the other line (5,100.00) 9,176.25 of 12,000.00 list, an effective discount
+/// of 23.5%: over the director's 20%, so the manager and then the director approve.
+#[test]
+fn test_6_approved_through_the_tasks_the_quote_is_sent_and_quote_to_order_starts() {
+    let h = harness();
+    let id = priced_opportunity(&h, "0.25");
+    let quote = h.var(id, "quote");
+    let Value::List(lines) = field(&quote, &["lines"]).clone() else {
+        panic!("{quote:?}")
+    };
+    assert_eq!(field(&lines[1], &["line_discount"]), &num("0.25"));
+    assert_eq!(field(&lines[1], &["net"]), &num("4076.25"));
+    assert_eq!(field(&quote, &["total"]), &num("9176.25"));
+    let approval = child(&h, "quote-approval");
+    assert_eq!(
+        h.var(approval, "levels"),
+        Value::List(vec!["manager".into(), "director".into()])
+    );
+    complete(&h, "manager", serde_json::json!({"decision": "approve"}));
+    assert!(
+        jobs_of(&h, "email").is_empty(),
+        "not sent before the director"
+    );
+    let director = task(&h, "director");
+    assert_eq!(director.candidates, ["sales-directors"]);
+    complete(&h, "director", serde_json::json!({"decision": "approve"}));
+
+    // The quote e-mail: the HTML template of the quote, to the customer, with every value
+    // that template reads (number, validity, lines with name, qty, list price and net,
+    // totals, currency).
+    let mails = jobs_of(&h, "email");
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    let mail = &mails[0].input;
+    assert_eq!(text(&mail["template"]), "quote-email");
+    assert_eq!(text(&mail["to"]), "buyer@acme.example");
+    let sent = &mail["quote"];
+    assert_eq!(text(field(sent, &["number"])), "Q-2027-OPP7");
+    assert_eq!(text(field(sent, &["customer", "name"])), "Acme");
+    assert_eq!(
+        field(sent, &["valid_until"]),
+        &Value::Date("2027-02-03".parse().unwrap())
+    );
+    assert_eq!(field(sent, &["total"]), &num("9176.25"));
+    // VAT 22% of 9,176.25 = 2,018.775, rounded half-up to 2,018.78.
+    assert_eq!(field(sent, &["vat"]), &num("2018.78"));
+    assert_eq!(text(field(sent, &["currency"])), "EUR");
+    let Value::List(sent_lines) = field(sent, &["lines"]) else {
+        panic!("{sent:?}")
+    };
+    assert_eq!(
+        text(field(&sent_lines[1], &["name"])),
+        "Widget, priced per band"
+    );
+    assert_eq!(field(&sent_lines[1], &["qty"]), &num("60"));
+    assert_eq!(field(&sent_lines[1], &["list_price"]), &num("100.00"));
+    assert_eq!(field(&sent_lines[1], &["net"]), &num("4076.25"));
+
+    assert_eq!(h.var(approval, "status"), Value::String("sent".into()));
+    assert_eq!(h.state(approval).status, InstanceStatus::Completed);
+    assert_eq!(h.var(id, "status"), Value::String("sent".into()));
+    assert!(
+        h.engine.store().incidents().unwrap().is_empty(),
+        "{:?}",
+        h.history(id)
+    );
+    // quote-to-order waits for the customer's acceptance of the same quote.
+    let order = child(&h, "quote-to-order");
+    assert_eq!(h.var(order, "quote"), h.var(id, "quote"));
+    assert_eq!(
+        field(&h.var(order, "customer"), &["id"]),
+        &Value::String("C1".into())
+    );
+    assert_eq!(h.state(order).status, InstanceStatus::Active);
+}
+
+/// A change of a priced field while the approval runs voids it, even half done: the
+/// opportunity prices the changed lines again and asks for a new approval by the levels the
+/// new quote needs.
+#[test]
+fn a_change_to_the_quote_voids_the_approval_and_prices_it_again() {
+    let h = harness();
+    let id = priced_opportunity(&h, "0.25");
+    let first = child(&h, "quote-approval");
+    complete(&h, "manager", serde_json::json!({"decision": "approve"}));
+    let director = task(&h, "director");
+    // The salesperson drops the manual discount and raises the quantity of the first line.
+    h.engine
+        .correlate(Message {
+            name: "quote-changed".into(),
+            key: "Q-2027-OPP7".into(),
+            vars: vars(serde_json::json!({"lines": [
+                {"product": "WIDGET-STD", "qty": 70},
+                {"product": "WIDGET-BAND", "qty": 60},
+            ]})),
+            ..Default::default()
+        })
+        .unwrap();
+    h.run_jobs(|_| JobOutcome::Done(Vars::new()));
+    eprintln!(
+        "{:?}\n{:?}\n{:?}",
+        h.history(first),
+        h.history(id),
+        h.engine.store().incidents()
+    );
+    assert_eq!(h.var(first, "status"), Value::String("changed".into()));
+    assert_eq!(h.state(first).status, InstanceStatus::Completed);
+    assert!(
+        all_tasks(&h)
+            .iter()
+            .all(|t| t.task != director.task || t.instance != director.instance)
+    );
+    // Priced again: 70 x 100 less 15% = 5,950.00; 5,435.00 per band; of 13,000.00 list.
+    let quote = h.var(id, "quote");
+    assert_eq!(field(&quote, &["total"]), &num("11385.00"));
+    assert_eq!(field(&quote, &["list_total"]), &num("13000.00"));
+    // A new approval, from the first level again: 12.4% needs the manager only.
+    let approvals: Vec<_> = h
+        .engine
+        .store()
+        .instances(&ciclo_engine::store::InstanceFilter {
+            process: Some("quote-approval".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert_eq!(approvals.len(), 2);
+    let second = approvals.iter().find(|i| i.id != first).unwrap().id;
+    assert_eq!(h.var(second, "levels"), Value::List(vec!["manager".into()]));
+    let manager = task(&h, "manager");
+    assert_eq!(manager.instance, second);
+    complete(&h, "manager", serde_json::json!({"decision": "approve"}));
+    let mails = jobs_of(&h, "email");
+    assert_eq!(mails.len(), 1);
+    assert_eq!(
+        field(&mails[0].input["quote"], &["total"]),
+        &num("11385.00")
+    );
+    assert_eq!(h.var(id, "status"), Value::String("sent".into()));
+}
+
+/// Nobody acts: every day a reminder to the level's mailbox; after the due date (two days)
+/// the task moves to the next level, which is reminded in its turn and escalates again.
+#[test]
+fn reminders_every_day_and_escalation_to_the_next_level_after_the_due_date() {
+    let h = harness();
+    priced_opportunity(&h, "0.25");
+    let approval = child(&h, "quote-approval");
+    let manager = task(&h, "manager");
+    assert_eq!(manager.due, Some(ts("2027-01-06T09:00:00Z")));
+
+    let reminders = |h: &Harness| -> Vec<(String, String)> {
+        jobs_of(h, "email")
+            .iter()
+            .map(|j| {
+                assert_eq!(text(&j.input["template"]), "approval-reminder");
+                (
+                    text(&j.input["to"]).to_string(),
+                    text(&j.input["level"]).to_string(),
+                )
+            })
+            .collect()
+    };
+    h.advance(SignedDuration::from_hours(24));
+    assert_eq!(
+        reminders(&h),
+        [(
+            "sales-managers@example.com".to_string(),
+            "sales manager".to_string()
+        )]
+    );
+    assert_eq!(task(&h, "manager").task, manager.task);
+    // Day two: the due date; the manager's task is taken away and the director has it.
+    h.advance(SignedDuration::from_hours(24));
+    // The day's reminder falls at the same instant as the escalation, and goes first.
+    assert_eq!(
+        reminders(&h),
+        [(
+            "sales-managers@example.com".to_string(),
+            "sales manager".to_string()
+        )]
+    );
+    assert!(all_tasks(&h).iter().all(|t| t.step != "manager"));
+    let director = task(&h, "director");
+    assert_eq!(director.instance, approval);
+    assert_eq!(director.due, Some(ts("2027-01-08T09:00:00Z")));
+    h.advance(SignedDuration::from_hours(24));
+    assert_eq!(
+        reminders(&h),
+        [(
+            "sales-directors@example.com".to_string(),
+            "sales director".to_string()
+        )]
+    );
+    // Day four: the director's due date; the CFO has it now.
+    h.advance(SignedDuration::from_hours(24));
+    assert_eq!(
+        reminders(&h),
+        [(
+            "sales-directors@example.com".to_string(),
+            "sales director".to_string()
+        )]
+    );
+    assert!(all_tasks(&h).iter().all(|t| t.step != "director"));
+    let cfo = task(&h, "cfo");
+    assert_eq!(cfo.candidates, ["cfo"]);
+    complete(&h, "cfo", serde_json::json!({"decision": "approve"}));
+    assert_eq!(jobs_of(&h, "email").len(), 1);
+    assert_eq!(h.var(approval, "status"), Value::String("sent".into()));
+}
