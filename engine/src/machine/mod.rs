@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use crate::expr::{Context, Scope};
 use crate::model::{
     Assignment, Boundary, BoundaryEvent, CatchEvent, Choice, Definition, EndKind, FieldKind,
-    MessageCatch, Next, StartTrigger, Step, StepId, StepKind,
+    MessageCatch, Next, StartTrigger, Step, StepId, StepKind, TimerSpec,
 };
 use crate::schedule::Schedule;
 use crate::store::{InstanceId, InstanceStatus};
@@ -903,13 +903,11 @@ impl<'a> Machine<'a> {
     fn arm_timer(
         &mut self,
         t: u64,
-        schedule: &Schedule,
+        timer: &TimerSpec,
         purpose: Purpose,
         step: &str,
     ) -> Result<u64, Trouble> {
-        let Some(due) = self.schedule_first(schedule) else {
-            return Err(format!("timer `{}` can never fire", schedule.source()));
-        };
+        let due = self.timer_due(t, timer, step)?;
         let id = self.st.fresh_id();
         self.st.timers.push(TimerState {
             id,
@@ -932,16 +930,50 @@ impl<'a> Machine<'a> {
         Ok(id)
     }
 
+    /// When a timer armed now fires. A computed one (`"{{ quote.valid_until }}"`) is its
+    /// template's value read by [`crate::schedule::computed_due`]; a bad value is an incident
+    /// on the step.
+    fn timer_due(&self, t: u64, timer: &TimerSpec, step: &str) -> Result<Timestamp, Trouble> {
+        match timer {
+            TimerSpec::Fixed(schedule) => self
+                .schedule_first(schedule)
+                .ok_or_else(|| format!("timer `{}` can never fire", schedule.source())),
+            TimerSpec::Computed {
+                template,
+                zone,
+                zone_name,
+            } => self.computed_due(t, template, zone_name, zone, step),
+        }
+    }
+
+    fn computed_due(
+        &self,
+        t: u64,
+        template: &crate::expr::Template,
+        zone_name: &str,
+        zone: &jiff::tz::TimeZone,
+        step: &str,
+    ) -> Result<Timestamp, Trouble> {
+        let view = View {
+            state: self.st,
+            scope: self.scope_of(t),
+            extra: None,
+            data: &self.def.data,
+        };
+        let value = template
+            .value(&view, &self.ctx())
+            .map_err(|e| format!("the timer `{}` of step `{step}`: {e}", template.source()))?;
+        crate::schedule::computed_due(&value, self.now, zone_name, zone)
+            .map_err(|why| format!("the timer `{}` of step `{step}` {why}", template.source()))
+    }
+
     fn subscribe(
         &mut self,
         t: u64,
         message: &MessageCatch,
         purpose: Purpose,
     ) -> Result<u64, Trouble> {
-        let key = match &message.key {
-            Some(k) => key_text(&self.eval(t, k, None)?),
-            None => String::new(),
-        };
+        let key = self.correlation_key(t, message)?;
         let id = self.st.fresh_id();
         self.st.subscriptions.push(SubscriptionState {
             id,
@@ -956,6 +988,14 @@ impl<'a> Machine<'a> {
             key,
         });
         Ok(id)
+    }
+
+    /// The key a message catch waits for: its `key:` expression's value as text.
+    fn correlation_key(&self, t: u64, message: &MessageCatch) -> Result<String, Trouble> {
+        Ok(match &message.key {
+            Some(k) => key_text(&self.eval(t, k, None)?),
+            None => String::new(),
+        })
     }
 
     /// Arms the timers and subscriptions of a step's boundary events (error boundaries need
@@ -1736,13 +1776,15 @@ impl<'a> Machine<'a> {
                 self.boundary_fired(t, step, boundary, "timer fired");
                 if !boundary.interrupting {
                     // A cycle fires again; a missed period after downtime is skipped, so an
-                    // overdue timer fires once.
+                    // overdue timer fires once. A computed timer fires once, like a date.
                     let schedule = match &boundary.event {
-                        BoundaryEvent::Timer(s) => s,
+                        BoundaryEvent::Timer(TimerSpec::Fixed(s)) => Some(s),
+                        BoundaryEvent::Timer(TimerSpec::Computed { .. }) => None,
                         _ => return,
                     };
                     let fired = ts.fired + 1;
-                    match schedule.next_after(self.now.max(ts.due), ts.armed, fired) {
+                    match schedule.and_then(|s| s.next_after(self.now.max(ts.due), ts.armed, fired))
+                    {
                         Some(due) => {
                             if let Some(x) = self.st.timers.iter_mut().find(|x| x.id == ts.id) {
                                 x.fired = fired;
