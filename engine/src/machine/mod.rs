@@ -586,6 +586,7 @@ impl<'a> Machine<'a> {
         };
         let item = tok.item;
         let step = self.def.step(tok.step);
+        self.check_events(t, step, item)?;
         if step.multi.is_some() && !item {
             return self.start_items(t, step);
         }
@@ -996,6 +997,52 @@ impl<'a> Machine<'a> {
             Some(k) => key_text(&self.eval(t, k, None)?),
             None => String::new(),
         })
+    }
+
+    /// Computes, arming nothing, every timer and correlation key the step arms when it is
+    /// entered: its own (`wait`, `race`, `receive`) unless it is the owner of multi-instance
+    /// items, and its boundary events unless it is one of those items. A computed timer or
+    /// a key that fails then raises the incident before the step opens a task, starts a job
+    /// or a child, or arms its other events, so nothing is left behind for the retry to
+    /// duplicate. Arming later computes the same values: same variables, same `now`.
+    fn check_events(&self, t: u64, step: &Step, item: bool) -> Result<(), Trouble> {
+        let owner_of_items = step.multi.is_some() && !item;
+        let own: Vec<&CatchEvent> = match &step.kind {
+            _ if owner_of_items => Vec::new(),
+            StepKind::Wait { event } => vec![event],
+            StepKind::Race { events } => events.iter().map(|arm| &arm.event).collect(),
+            _ => Vec::new(),
+        };
+        for event in own {
+            match event {
+                CatchEvent::Timer(timer) => {
+                    self.timer_due(t, timer, &step.name)?;
+                }
+                CatchEvent::Message(message) => {
+                    self.correlation_key(t, message)?;
+                }
+            }
+        }
+        if let StepKind::Receive { message } = &step.kind
+            && !owner_of_items
+        {
+            self.correlation_key(t, message)?;
+        }
+        if item {
+            return Ok(());
+        }
+        for boundary in &step.boundary {
+            match &boundary.event {
+                BoundaryEvent::Timer(timer) => {
+                    self.timer_due(t, timer, &step.name)?;
+                }
+                BoundaryEvent::Message(message) => {
+                    self.correlation_key(t, message)?;
+                }
+                BoundaryEvent::Error { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// Arms the timers and subscriptions of a step's boundary events (error boundaries need

@@ -491,3 +491,95 @@ steps:
         ["cancel timer 4", "close task 2", "task 6 Boss"]
     );
 }
+
+/// A computed timer that fails raises the incident before the step does anything: no task is
+/// opened, no other timer armed, so retrying after the variable is fixed opens one task with
+/// its timers, and nothing is left behind to fire later.
+#[test]
+fn a_failing_computed_timer_leaves_nothing_behind() {
+    let d = def(r#"
+process: p
+start: ask
+steps:
+  ask:
+    task: Ask
+    on:
+      - timer: PT1H
+        interrupt: false
+        goto: nudge
+      - message: cancel
+        key: order
+        goto: boss
+    escalate: { after: "{{ deadline }}", goto: boss }
+  nudge: { set: { nudged: true } }
+  boss: { task: Boss }
+"#);
+    let now = at("2027-01-04T09:00:00Z");
+    let (mut s, out) = begin_with_state(&d, now, serde_json::json!({"order": "A-1"}));
+    let incident_id = match out.as_slice() {
+        [
+            Command::History { .. },
+            Command::RaiseIncident {
+                incident, error, ..
+            },
+            Command::History { .. },
+        ] => {
+            assert!(error.contains("unknown variable `deadline`"), "{error}");
+            *incident
+        }
+        other => panic!("only the incident, got {:?}", brief(other)),
+    };
+    assert!(s.timers.is_empty() && s.subscriptions.is_empty());
+
+    s.vars.insert(
+        "deadline".into(),
+        Value::String("2027-01-05T09:00:00Z".into()),
+    );
+    let mut out = Vec::new();
+    apply(
+        &d,
+        &mut s,
+        Event::RetryIncident {
+            incident: incident_id,
+            actor: "t".into(),
+        },
+        now,
+        &mut out,
+    )
+    .unwrap();
+    assert_eq!(
+        brief(&out)
+            .into_iter()
+            .filter(|c| !c.starts_with("ResolveIncident"))
+            .collect::<Vec<_>>(),
+        [
+            "task 3 Ask",
+            "timer 4 at 2027-01-04T10:00:00Z",
+            "subscribe 5 cancel/A-1",
+            "timer 6 at 2027-01-05T09:00:00Z",
+        ]
+    );
+
+    // A race whose timer fails subscribes to nothing.
+    let race = def(r#"
+process: p
+start: wait-both
+steps:
+  wait-both:
+    race:
+      - message: paid
+        key: order
+        goto: done
+      - timer: "{{ deadline }}"
+        goto: done
+  done: { end: true }
+"#);
+    let (s, out) = begin_with_state(&race, now, serde_json::json!({"order": "A-1"}));
+    assert!(incident(&out).contains("unknown variable `deadline`"));
+    assert!(s.subscriptions.is_empty() && s.timers.is_empty());
+    assert!(
+        !brief(&out).iter().any(|c| c.starts_with("subscribe")),
+        "{:?}",
+        brief(&out)
+    );
+}
