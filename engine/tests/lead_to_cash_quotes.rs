@@ -4,7 +4,7 @@
 
 mod common;
 
-use ciclo_engine::runtime::{JobOutcome, Message};
+use ciclo_engine::runtime::{Correlation, JobOutcome, Message};
 use ciclo_engine::store::{InstanceId, InstanceStatus, TaskRecord};
 use ciclo_engine::{Value, Vars};
 use common::*;
@@ -73,6 +73,11 @@ fn child(h: &Harness, process: &str) -> InstanceId {
         .find(|i| i.process == process)
         .unwrap_or_else(|| panic!("no instance of {process}"))
         .id
+}
+
+/// Moves the clock to `instant`, firing what falls due on the way.
+fn advance_to(h: &Harness, instant: &str) {
+    h.advance(ts(instant).duration_since(h.clock.now_ts()));
 }
 
 fn field<'v>(value: &'v Value, path: &[&str]) -> &'v Value {
@@ -167,25 +172,146 @@ fn a_price_outside_its_validity_or_minimum_is_refused_to_the_salesperson() {
     );
 }
 
+/// Test 6, rejected: the salesperson who owns the quote gets a task to revise it; the revised
+/// quote discount is priced again and goes through a new approval, then it is sent.
 #[test]
 fn test_6_rejected_the_salesperson_revises_it() {
     let h = harness();
-    priced_opportunity(&h, "0");
+    let id = priced_opportunity(&h, "0");
+    let first = child(&h, "quote-approval");
+    assert_eq!(h.var(first, "levels"), Value::List(vec!["manager".into()]));
     complete(&h, "manager", serde_json::json!({"decision": "reject"}));
+    assert!(
+        jobs_of(&h, "email").is_empty(),
+        "a rejected quote is not sent"
+    );
     let revise = task(&h, "revise");
+    assert_eq!(revise.instance, first);
     assert_eq!(revise.assignee.as_deref(), Some("sara"));
-    assert!(revise.title.contains("Q-2027-OPP7"));
+    assert!(revise.title.contains("Q-2027-OPP7"), "{}", revise.title);
+    complete(&h, "revise", serde_json::json!({"quote_discount": 0.02}));
+    // The opportunity hears of it through a system job and prices the quote again.
+    h.run_jobs(|_| JobOutcome::Done(Vars::new()));
+    assert_eq!(h.var(first, "status"), Value::String("revise".into()));
+    assert_eq!(h.state(first).status, InstanceStatus::Completed);
+
+    // Priced again with 2% off the whole quote: 10,535.00 x 0.98 = 10,324.30, an effective
+    // discount of 1 - 10,324.30 / 12,000 = 13.96%: the manager approves again.
+    let quote = h.var(id, "quote");
+    assert_eq!(field(&quote, &["quote_discount"]), &num("0.02"));
+    assert_eq!(field(&quote, &["total"]), &num("10324.30"));
+    let manager = task(&h, "manager");
+    assert_ne!(manager.instance, first);
+    complete(&h, "manager", serde_json::json!({"decision": "approve"}));
+    let mails = jobs_of(&h, "email");
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(text(&mails[0].input["template"]), "quote-email");
+    assert_eq!(
+        field(&mails[0].input["quote"], &["total"]),
+        &num("10324.30")
+    );
+    assert_eq!(h.var(id, "status"), Value::String("sent".into()));
+}
+
+/// Test 6, the other side of the threshold: 9 units at list price (no tier, no discount, 900.00)
+/// need no approval; the quote e-mail goes out at once and no task is opened.
+#[test]
+fn test_6_a_quote_within_the_thresholds_is_sent_without_approval() {
+    let h = harness();
+    let id = h.start(
+        "opportunity-to-quote",
+        serde_json::json!({
+            "opportunity": {"id": "OPP9", "owner": "sara",
+                            "customer": {"id": "C1", "name": "Acme", "email": "buyer@acme.example"}},
+            "lines": [{"product": "WIDGET-STD", "qty": 9}],
+        }),
+    );
+    complete(
+        &h,
+        "qualify",
+        serde_json::json!({"close_date": "2027-03-31", "budget_confirmed": true}),
+    );
+    let approval = child(&h, "quote-approval");
+    assert_eq!(h.var(approval, "levels"), Value::List(vec![]));
+    assert!(all_tasks(&h).is_empty(), "{:?}", all_tasks(&h));
+    let mails = jobs_of(&h, "email");
+    assert_eq!(mails.len(), 1, "{mails:?}");
+    assert_eq!(text(&mails[0].input["template"]), "quote-email");
+    assert_eq!(field(&mails[0].input["quote"], &["total"]), &num("900"));
+    assert_eq!(h.var(id, "status"), Value::String("sent".into()));
+}
+
+/// A sent quote the customer does not accept expires at the end of its `valid_until`, however
+/// long the approval took: the timer is the quote's date, not 30 days from sending.
+#[test]
+fn a_sent_quote_not_accepted_expires_at_its_valid_until() {
+    let h = harness();
+    let id = priced_opportunity(&h, "0");
+    // The manager does not act; after two days the task goes to the director, who approves
+    // on day three.
+    h.advance(SignedDuration::from_hours(24 * 3));
+    complete(&h, "director", serde_json::json!({"decision": "approve"}));
+    jobs_of(&h, "email");
+    let order = child(&h, "quote-to-order");
+    assert_eq!(
+        field(&h.var(order, "quote"), &["valid_until"]),
+        &Value::Date("2027-02-03".parse().unwrap())
+    );
+    advance_to(&h, "2027-02-03T22:59:59Z");
+    assert_eq!(h.state(order).status, InstanceStatus::Active);
+    h.advance(SignedDuration::from_secs(1));
+    assert_eq!(h.var(order, "status"), Value::String("expired".into()));
+    // The parent hears of its child's end through a system job.
+    h.run_jobs(|_| JobOutcome::Done(Vars::new()));
+    assert_eq!(h.var(id, "order_status"), Value::String("expired".into()));
+    assert_eq!(h.state(id).status, InstanceStatus::Completed);
+}
+
+/// The same for a quote handed to quote-to-order from outside (JSON, so `valid_until` is a
+/// text): it expires at the start of the next day in Rome.
+#[test]
+fn quote_to_order_expires_at_the_end_of_valid_until() {
+    let h = harness();
+    let id = start_order(&h, "5000");
+    advance_to(&h, "2027-02-03T22:59:59Z");
+    assert_eq!(h.state(id).status, InstanceStatus::Active);
+    h.advance(SignedDuration::from_secs(1));
+    assert_eq!(h.var(id, "status"), Value::String("expired".into()));
+    // A late acceptance finds nobody waiting: no order is made.
+    let late = h
+        .engine
+        .correlate(Message {
+            name: "quote-accepted".into(),
+            key: "Q-2027-9".into(),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(
+        matches!(late, Correlation::Dropped | Correlation::Buffered),
+        "{late:?}"
+    );
+    assert_eq!(h.run_jobs(|_| JobOutcome::Done(Vars::new())), 0);
+    assert_eq!(h.var(id, "order"), Value::Null);
 }
 
 #[test]
 fn a_quote_that_expires_before_approval_is_expired_and_a_late_approval_is_refused() {
     let h = harness();
-    priced_opportunity(&h, "0");
+    let id = priced_opportunity(&h, "0");
     let approval = child(&h, "quote-approval");
     let late = task(&h, "manager");
-    // Escalation moves the task to the director after two days; nobody acts for 30 days.
-    h.advance(SignedDuration::from_hours(24 * 31));
+    // Escalation moves the task on after two days, up to the CFO; nobody acts. The quote is
+    // valid until 2027-02-03: it expires at the start of 4 February in Rome (CET, +01:00).
+    advance_to(&h, "2027-02-03T22:59:59Z");
+    assert_eq!(h.state(approval).status, InstanceStatus::Active);
+    assert_eq!(task(&h, "cfo").instance, approval);
+    h.advance(SignedDuration::from_secs(1));
     assert_eq!(h.var(approval, "status"), Value::String("expired".into()));
+    // The opportunity takes the status and ends (told through a system job); it starts no
+    // quote-to-order.
+    h.run_jobs(|_| JobOutcome::Done(Vars::new()));
+    assert_eq!(h.var(id, "status"), Value::String("expired".into()));
+    assert_eq!(h.state(id).status, InstanceStatus::Completed);
     assert!(all_tasks(&h).iter().all(|t| t.instance != approval));
     let refused = h.engine.complete_task(
         late.instance,
@@ -204,7 +330,7 @@ fn start_order(h: &Harness, credit_limit: &str) -> InstanceId {
         "quote-to-order",
         serde_json::json!({
             "quote": {"number": "Q-2027-9", "currency": "EUR", "lines": [line],
-                      "total": 900, "vat": 198},
+                      "total": 900, "vat": 198, "valid_until": "2027-02-03"},
             "customer": {"id": "C1", "name": "Acme", "credit_limit": credit_limit.parse::<i64>().unwrap(), "open_balance": 0},
         }),
     )
