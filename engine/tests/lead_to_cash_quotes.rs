@@ -222,7 +222,8 @@ fn test_6_a_quote_within_the_thresholds_is_sent_without_approval() {
         "opportunity-to-quote",
         serde_json::json!({
             "opportunity": {"id": "OPP9", "owner": "sara",
-                            "customer": {"id": "C1", "name": "Acme", "email": "buyer@acme.example"}},
+                            "customer": {"id": "C1", "name": "Acme", "email": "buyer@acme.example",
+                                         "locale": "it"}},
             "lines": [{"product": "WIDGET-STD", "qty": 9}],
         }),
     );
@@ -238,6 +239,8 @@ fn test_6_a_quote_within_the_thresholds_is_sent_without_approval() {
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert_eq!(text(&mails[0].input["template"]), "quote-email");
     assert_eq!(field(&mails[0].input["quote"], &["total"]), &num("900"));
+    // In the customer's language.
+    assert_eq!(text(&mails[0].input["locale"]), "it");
     assert_eq!(h.var(id, "status"), Value::String("sent".into()));
 }
 
