@@ -138,6 +138,9 @@ pub fn run(paths: &[PathBuf]) -> ExitCode {
     let mut catalog = crate::serve::catalog();
     catalog.processes = known;
     catalog.templates = template_names(&folders);
+    if let Some(operations) = erp_operations(&folders) {
+        catalog.connectors.insert("erp".into(), operations);
+    }
     let library = parse::load(&context, &catalog);
     let problems: Vec<_> = library
         .problems
@@ -186,6 +189,35 @@ fn template_names(folders: &[PathBuf]) -> Option<std::collections::BTreeSet<Stri
         names.extend(templates.names().map(str::to_string));
     }
     any.then_some(names)
+}
+
+/// The operations of the folders' ERP mapping (`connectors/erp.yaml`, next to the file or one
+/// folder up, as the server reads it), so a `call: erp.<operation>` the mapping lacks is
+/// reported here and not only when a server with an ERP refuses to start; `None` when no folder
+/// has a mapping or one does not load (the server reports that at start).
+fn erp_operations(folders: &[PathBuf]) -> Option<Vec<String>> {
+    let mut operations = Vec::new();
+    let mut any = false;
+    for folder in folders {
+        let folder = if folder.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            folder.as_path()
+        };
+        let Some(file) = std::iter::once(folder)
+            .chain(folder.parent())
+            .map(|f| f.join(crate::serve::CONNECTORS_FOLDER).join("erp.yaml"))
+            .find(|f| f.is_file())
+        else {
+            continue;
+        };
+        any = true;
+        let mapping = ciclo_connectors::ErpConfig::load(&file).ok()?;
+        operations.extend(mapping.operations().map(str::to_string));
+    }
+    operations.sort();
+    operations.dedup();
+    any.then_some(operations)
 }
 
 /// The process id a file declares (`process: quote-approval`), read without parsing it.

@@ -120,6 +120,33 @@ fn validate_skips_the_connector_mappings_of_a_process_folder() {
     assert!(text(&out.stdout).contains("ok: 1 file(s), 1 process(es)"));
 }
 
+/// A server with an ERP refuses a `call: erp.<operation>` its mapping lacks; validate says so
+/// first, with the operations the mapping has.
+#[test]
+fn validate_checks_erp_calls_against_the_folders_mapping() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("connectors")).unwrap();
+    std::fs::write(
+        dir.path().join("connectors/erp.yaml"),
+        "create-order:\n  url: \"{{erp_url}}/orders\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "process: p\nstart: ship\nsteps:\n  ship:\n    call: erp.ship-samples\n    goto: book\n  book:\n    call: erp.create-order\n",
+    )
+    .unwrap();
+    let out = ciclo(&["validate", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("CICLO-E0131 connector `erp` has no operation `ship-samples`"),
+        "{err}"
+    );
+    assert!(err.contains("operations: `create-order`"), "{err}");
+    assert!(err.contains("1 problem(s)"), "{err}");
+}
+
 #[test]
 fn validate_reports_file_line_column_code_and_hint() {
     let dir = tempfile::tempdir().unwrap();

@@ -317,9 +317,42 @@ pub struct MessageCatch {
     pub key: Option<Expr>,
 }
 
+/// The timer of a `wait:`, a race entry, an `on: - timer:` or an `escalate: after:`.
+#[derive(Clone, Debug)]
+pub enum TimerSpec {
+    /// Written out in the file: a duration, a date-time, a cycle or cron.
+    Fixed(Schedule),
+    /// A template (`"{{ quote.valid_until }}"`) evaluated when the timer is armed. Its value:
+    /// a date fires at the start of that day in `zone`; an instant, then; a duration, that
+    /// long after arming; a text, read as one of these. Anything else is an incident.
+    Computed {
+        template: Template,
+        zone: jiff::tz::TimeZone,
+        zone_name: String,
+    },
+}
+
+impl TimerSpec {
+    /// The timer as written (a computed timer's template text).
+    pub fn source(&self) -> &str {
+        match self {
+            TimerSpec::Fixed(schedule) => schedule.source(),
+            TimerSpec::Computed { template, .. } => template.source(),
+        }
+    }
+
+    /// The schedule of a timer written out in the file.
+    pub fn fixed(&self) -> Option<&Schedule> {
+        match self {
+            TimerSpec::Fixed(schedule) => Some(schedule),
+            TimerSpec::Computed { .. } => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub enum CatchEvent {
-    Timer(Schedule),
+    Timer(TimerSpec),
     Message(MessageCatch),
 }
 
@@ -342,7 +375,7 @@ pub struct Boundary {
 
 #[derive(Clone, Debug)]
 pub enum BoundaryEvent {
-    Timer(Schedule),
+    Timer(TimerSpec),
     Message(MessageCatch),
     /// Catches a business error with this code, or any when `None`.
     Error {

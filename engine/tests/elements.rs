@@ -702,6 +702,90 @@ steps:
     assert_eq!(h.var(p, "back"), Value::Bool(true));
 }
 
+/// A call activity's `output:` is evaluated over the caller's variables, the child's being
+/// under `child`: a bare name of the child's (`status: status`) raises an incident whose
+/// message says to write `child.status`, and `child.status` brings the value back.
+#[test]
+fn call_activity_output_reads_the_child_under_child_and_says_so() {
+    let child = r#"
+process: approval
+start: ask
+steps:
+  ask:
+    task: Approve
+    form: { decision: [approve, reject] }
+    goto: decided
+  decided: { set: { status: '"sent"' } }
+"#;
+    let wrong = r#"
+process: wrong-caller
+start: call
+steps:
+  call:
+    process: approval
+    output: { status: status }
+    goto: done
+  done: { end: true }
+"#;
+    let right = r#"
+process: right-caller
+start: call
+steps:
+  call:
+    process: approval
+    output: { status: child.status, extra: child.missing ?? "none" }
+    then:
+      - when: status == "sent"
+        goto: done
+      - otherwise: done
+  done: { end: true }
+"#;
+    let h = Harness::new(&[child, wrong, right]);
+    for (caller, expect_incident) in [("wrong-caller", true), ("right-caller", false)] {
+        let id = h.start(caller, serde_json::json!({}));
+        let task = h
+            .engine
+            .store()
+            .tasks(100)
+            .unwrap()
+            .into_iter()
+            .find(|t| t.process == "approval")
+            .unwrap();
+        h.engine
+            .complete_task(
+                task.instance,
+                task.task,
+                vars(serde_json::json!({"decision": "approve"})),
+                "u",
+            )
+            .unwrap();
+        h.run_jobs(|_| JobOutcome::Failed("no connector".into()));
+        let incidents: Vec<_> = h
+            .engine
+            .store()
+            .incidents()
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.instance == id)
+            .collect();
+        if expect_incident {
+            assert_eq!(incidents.len(), 1, "{incidents:?}");
+            assert_eq!(incidents[0].step, "call");
+            assert!(
+                incidents[0].error.contains("write `status: child.status`"),
+                "{}",
+                incidents[0].error
+            );
+            assert_eq!(h.state(id).status, InstanceStatus::Active);
+        } else {
+            assert!(incidents.is_empty(), "{incidents:?}");
+            assert_eq!(h.var(id, "status"), Value::String("sent".into()));
+            assert_eq!(h.var(id, "extra"), Value::String("none".into()));
+            assert_eq!(h.state(id).status, InstanceStatus::Completed);
+        }
+    }
+}
+
 #[test]
 fn decision_table_first_and_collect_sum() {
     let h = Harness::new(&[r#"

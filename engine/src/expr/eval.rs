@@ -307,8 +307,11 @@ impl<'a> Evaluator<'a> {
 
     fn coalesce(&mut self, lhs: &'a Node, rhs: &'a Node) -> Result<Cow<'a, Value>, ExprError> {
         // `x ?? default` says that `x` may be missing: an unknown root variable on the left of
-        // `??` reads as null (`reminders ?? 0` before the first reminder set it).
+        // `??` reads as null (`reminders ?? 0` before the first reminder set it). A
+        // comprehension's variable is known: `l.discount ?? 0` inside `[... for l in lines]`
+        // reads the item's `discount`, not the scope's (missing) `l`.
         if let Some(root) = root_var(lhs)
+            && !self.locals.iter().any(|(name, _)| *name == root)
             && self.scope.get(root).is_none()
         {
             return self.eval(rhs);

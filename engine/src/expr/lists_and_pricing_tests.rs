@@ -103,6 +103,34 @@ fn the_loop_variable_shadows_and_does_not_leak() {
 }
 
 #[test]
+fn a_default_with_question_marks_reads_the_loop_variable() {
+    // The loop variable is not a variable of the scope, yet `??` must read it: a line's own
+    // discount, not the default for every line.
+    assert_eq!(
+        ok("[x.price ?? 0 for x in quote.lines]"),
+        nums(&["10.5", "99", "2"])
+    );
+    assert_eq!(
+        ok("[x.discount ?? 0 for x in quote.lines]"),
+        nums(&["0", "0", "0"])
+    );
+    assert_eq!(ok("[y ?? 1 for y in [null, 2, 3]]"), nums(&["1", "2", "3"]));
+    // A variable unknown to the scope and to the comprehension still reads as null.
+    assert_eq!(ok("[nothing ?? 5 for x in [1]]"), nums(&["5"]));
+}
+
+#[test]
+fn a_chain_of_defaults_tolerates_every_missing_variable_but_the_last() {
+    // `a ?? b ?? c` is `a ?? (b ?? c)`: `b`, like `a`, may be missing.
+    assert_eq!(ok("nothing ?? missing ?? 3"), num("3"));
+    assert_eq!(ok("nothing ?? key ?? 3"), Value::String("b".into()));
+    assert_eq!(ok("null ?? missing ?? null ?? 4"), num("4"));
+    assert_eq!(ok("1 ?? missing ?? 3"), num("1"));
+    assert!(err("nothing ?? missing").contains("unknown variable `missing`"));
+    assert!(err("nothing ?? missing ?? gone").contains("unknown variable `gone`"));
+}
+
+#[test]
 fn comprehension_syntax_errors_are_clear() {
     assert!(
         Expr::parse("[x for in xs]")

@@ -490,15 +490,29 @@ impl<'s> Parser<'s> {
         self.binary(op, lhs, rhs, at)
     }
 
+    /// `a ?? b ?? c` groups to the right, `a ?? (b ?? c)`: the value is the same either way,
+    /// but only so is `b` on the left of a `??`, where a missing variable reads as null.
     fn coalesce(&mut self) -> Result<Node, ExprError> {
-        let mut lhs = self.additive()?;
+        let first = self.additive()?;
+        let mut rest = Vec::new();
         while self.peek() == &Tok::QuestionQuestion {
             let at = self.advance().start;
-            let rhs = self.additive()?;
-            let (start, end) = (lhs.start, rhs.end);
-            lhs = self.node(Kind::Coalesce(Box::new(lhs), Box::new(rhs)), start, end, at)?;
+            rest.push((at, self.additive()?));
         }
-        Ok(lhs)
+        // Fold from the right: operand i and the `??` after it wrap what follows.
+        let mut operands = Vec::with_capacity(rest.len() + 1);
+        let mut ats = Vec::with_capacity(rest.len());
+        operands.push(first);
+        for (at, node) in rest {
+            ats.push(at);
+            operands.push(node);
+        }
+        let mut rhs = operands.pop().expect("at least the first operand");
+        while let (Some(lhs), Some(at)) = (operands.pop(), ats.pop()) {
+            let (start, end) = (lhs.start, rhs.end);
+            rhs = self.node(Kind::Coalesce(Box::new(lhs), Box::new(rhs)), start, end, at)?;
+        }
+        Ok(rhs)
     }
 
     fn additive(&mut self) -> Result<Node, ExprError> {

@@ -7,6 +7,7 @@ use super::eval::{Evaluator, check_text};
 use super::lexer::{Lexer, Tok};
 use super::parser::{Node, parse_expression};
 use super::{Context, ExprError, Scope, display_value};
+use crate::value::Value;
 
 /// A text with `{{ expression }}` parts, such as a task title.
 #[derive(Clone, Debug)]
@@ -71,6 +72,24 @@ impl Template {
             }
         }
         Ok(out)
+    }
+
+    /// The template's value: when it is one `{{ expression }}` (spaces around it aside), the
+    /// expression's value with its type (a date stays a date); otherwise the rendered text.
+    pub fn value(&self, scope: &dyn Scope, ctx: &Context) -> Result<Value, ExprError> {
+        let mut expressions = self.parts.iter().filter_map(|part| match part {
+            Part::Expr(node) => Some(node),
+            Part::Text(..) => None,
+        });
+        let blank_text = self.parts.iter().all(|part| match part {
+            Part::Text(start, end) => self.source[*start..*end].trim().is_empty(),
+            Part::Expr(_) => true,
+        });
+        if let (Some(node), None, true) = (expressions.next(), expressions.next(), blank_text) {
+            let mut evaluator = Evaluator::new(&self.source, scope, ctx, None);
+            return evaluator.eval(node).map(std::borrow::Cow::into_owned);
+        }
+        self.render(scope, ctx).map(Value::String)
     }
 
     /// The root variable names the parts read, each once, in order of appearance.

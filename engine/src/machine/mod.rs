@@ -20,7 +20,7 @@ use jiff::Timestamp;
 use crate::expr::{Context, Scope};
 use crate::model::{
     Assignment, Boundary, BoundaryEvent, CatchEvent, Choice, Definition, EndKind, FieldKind,
-    MessageCatch, Next, StartTrigger, Step, StepId, StepKind,
+    MessageCatch, Next, StartTrigger, Step, StepId, StepKind, TimerSpec,
 };
 use crate::schedule::Schedule;
 use crate::store::{InstanceId, InstanceStatus};
@@ -421,6 +421,61 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
+    /// Completes the message of a call activity's failed `output:` mapping. The mapping is
+    /// evaluated over this process's variables, the called process's being under `child`
+    /// (as a service task's answer is under `result`); a bare name of the child's
+    /// (`status: status`) is the usual mistake, so the message says how to write it.
+    fn child_output_hint(
+        &self,
+        t: u64,
+        outputs: &[Assignment],
+        child: &Value,
+        trouble: Trouble,
+    ) -> Trouble {
+        let Value::Map(child_vars) = child else {
+            return trouble;
+        };
+        let view = View {
+            state: self.st,
+            scope: self.scope_of(t),
+            extra: Some(("child", child)),
+            data: &self.def.data,
+        };
+        // The first assignment that fails is the one the message is about.
+        let Some(failing) = outputs
+            .iter()
+            .find(|a| a.value.eval(&view, &self.ctx()).is_err())
+        else {
+            return trouble;
+        };
+        let unknown: Vec<String> = failing
+            .value
+            .variables()
+            .into_iter()
+            .filter(|name| view.get(name).is_none())
+            .collect();
+        if let Some(name) = unknown.iter().find(|n| child_vars.contains_key(*n)) {
+            return format!(
+                "{trouble}: `{name}` is a variable of the called process, not of this one; \
+                 an output reads the called process's variables under `child` \
+                 (write `{target}: child.{name}`)",
+                target = failing.target,
+            );
+        }
+        if let Some(name) = unknown.first() {
+            let mut names: Vec<&str> = child_vars.keys().map(String::as_str).take(20).collect();
+            if child_vars.len() > names.len() {
+                names.push("...");
+            }
+            return format!(
+                "{trouble}: neither this process nor the called one has `{name}`; an output \
+                 reads the called process's variables under `child` (it has: {})",
+                names.join(", ")
+            );
+        }
+        trouble
+    }
+
     /// Writes a variable (a dotted path writes inside a map) to the nearest scope of `t` that
     /// has it, else to the process variables.
     fn set_var(&mut self, t: u64, path: &str, value: Value) {
@@ -531,6 +586,7 @@ impl<'a> Machine<'a> {
         };
         let item = tok.item;
         let step = self.def.step(tok.step);
+        self.check_events(t, step, item)?;
         if step.multi.is_some() && !item {
             return self.start_items(t, step);
         }
@@ -848,13 +904,11 @@ impl<'a> Machine<'a> {
     fn arm_timer(
         &mut self,
         t: u64,
-        schedule: &Schedule,
+        timer: &TimerSpec,
         purpose: Purpose,
         step: &str,
     ) -> Result<u64, Trouble> {
-        let Some(due) = self.schedule_first(schedule) else {
-            return Err(format!("timer `{}` can never fire", schedule.source()));
-        };
+        let due = self.timer_due(t, timer, step)?;
         let id = self.st.fresh_id();
         self.st.timers.push(TimerState {
             id,
@@ -877,16 +931,50 @@ impl<'a> Machine<'a> {
         Ok(id)
     }
 
+    /// When a timer armed now fires. A computed one (`"{{ quote.valid_until }}"`) is its
+    /// template's value read by [`crate::schedule::computed_due`]; a bad value is an incident
+    /// on the step.
+    fn timer_due(&self, t: u64, timer: &TimerSpec, step: &str) -> Result<Timestamp, Trouble> {
+        match timer {
+            TimerSpec::Fixed(schedule) => self
+                .schedule_first(schedule)
+                .ok_or_else(|| format!("timer `{}` can never fire", schedule.source())),
+            TimerSpec::Computed {
+                template,
+                zone,
+                zone_name,
+            } => self.computed_due(t, template, zone_name, zone, step),
+        }
+    }
+
+    fn computed_due(
+        &self,
+        t: u64,
+        template: &crate::expr::Template,
+        zone_name: &str,
+        zone: &jiff::tz::TimeZone,
+        step: &str,
+    ) -> Result<Timestamp, Trouble> {
+        let view = View {
+            state: self.st,
+            scope: self.scope_of(t),
+            extra: None,
+            data: &self.def.data,
+        };
+        let value = template
+            .value(&view, &self.ctx())
+            .map_err(|e| format!("the timer `{}` of step `{step}`: {e}", template.source()))?;
+        crate::schedule::computed_due(&value, self.now, zone_name, zone)
+            .map_err(|why| format!("the timer `{}` of step `{step}` {why}", template.source()))
+    }
+
     fn subscribe(
         &mut self,
         t: u64,
         message: &MessageCatch,
         purpose: Purpose,
     ) -> Result<u64, Trouble> {
-        let key = match &message.key {
-            Some(k) => key_text(&self.eval(t, k, None)?),
-            None => String::new(),
-        };
+        let key = self.correlation_key(t, message)?;
         let id = self.st.fresh_id();
         self.st.subscriptions.push(SubscriptionState {
             id,
@@ -901,6 +989,60 @@ impl<'a> Machine<'a> {
             key,
         });
         Ok(id)
+    }
+
+    /// The key a message catch waits for: its `key:` expression's value as text.
+    fn correlation_key(&self, t: u64, message: &MessageCatch) -> Result<String, Trouble> {
+        Ok(match &message.key {
+            Some(k) => key_text(&self.eval(t, k, None)?),
+            None => String::new(),
+        })
+    }
+
+    /// Computes, arming nothing, every timer and correlation key the step arms when it is
+    /// entered: its own (`wait`, `race`, `receive`) unless it is the owner of multi-instance
+    /// items, and its boundary events unless it is one of those items. A computed timer or
+    /// a key that fails then raises the incident before the step opens a task, starts a job
+    /// or a child, or arms its other events, so nothing is left behind for the retry to
+    /// duplicate. Arming later computes the same values: same variables, same `now`.
+    fn check_events(&self, t: u64, step: &Step, item: bool) -> Result<(), Trouble> {
+        let owner_of_items = step.multi.is_some() && !item;
+        let own: Vec<&CatchEvent> = match &step.kind {
+            _ if owner_of_items => Vec::new(),
+            StepKind::Wait { event } => vec![event],
+            StepKind::Race { events } => events.iter().map(|arm| &arm.event).collect(),
+            _ => Vec::new(),
+        };
+        for event in own {
+            match event {
+                CatchEvent::Timer(timer) => {
+                    self.timer_due(t, timer, &step.name)?;
+                }
+                CatchEvent::Message(message) => {
+                    self.correlation_key(t, message)?;
+                }
+            }
+        }
+        if let StepKind::Receive { message } = &step.kind
+            && !owner_of_items
+        {
+            self.correlation_key(t, message)?;
+        }
+        if item {
+            return Ok(());
+        }
+        for boundary in &step.boundary {
+            match &boundary.event {
+                BoundaryEvent::Timer(timer) => {
+                    self.timer_due(t, timer, &step.name)?;
+                }
+                BoundaryEvent::Message(message) => {
+                    self.correlation_key(t, message)?;
+                }
+                BoundaryEvent::Error { .. } => {}
+            }
+        }
+        Ok(())
     }
 
     /// Arms the timers and subscriptions of a step's boundary events (error boundaries need
@@ -1536,7 +1678,11 @@ impl<'a> Machine<'a> {
                                 );
                                 self.leave(token);
                             }
-                            Err(trouble) => self.incident(token, trouble, Resume::Leave),
+                            Err(trouble) => {
+                                let trouble =
+                                    self.child_output_hint(token, outputs, &child, trouble);
+                                self.incident(token, trouble, Resume::Leave)
+                            }
                         }
                     }
                     ChildOutcome::Error { code, message } => {
@@ -1677,13 +1823,15 @@ impl<'a> Machine<'a> {
                 self.boundary_fired(t, step, boundary, "timer fired");
                 if !boundary.interrupting {
                     // A cycle fires again; a missed period after downtime is skipped, so an
-                    // overdue timer fires once.
+                    // overdue timer fires once. A computed timer fires once, like a date.
                     let schedule = match &boundary.event {
-                        BoundaryEvent::Timer(s) => s,
+                        BoundaryEvent::Timer(TimerSpec::Fixed(s)) => Some(s),
+                        BoundaryEvent::Timer(TimerSpec::Computed { .. }) => None,
                         _ => return,
                     };
                     let fired = ts.fired + 1;
-                    match schedule.next_after(self.now.max(ts.due), ts.armed, fired) {
+                    match schedule.and_then(|s| s.next_after(self.now.max(ts.due), ts.armed, fired))
+                    {
                         Some(due) => {
                             if let Some(x) = self.st.timers.iter_mut().find(|x| x.id == ts.id) {
                                 x.fired = fired;

@@ -488,6 +488,76 @@ impl<'t, 'n> FileParser<'t, 'n> {
         Some(zone)
     }
 
+    /// A timer that fires once: written out (a schedule), or computed when armed from a
+    /// template (`"{{ quote.valid_until }}"`). Its syntax and data files are checked here, and
+    /// a template that reads no variable (`"{{ 'next week' }}"`) is computed here too, so a
+    /// value that can never be a timer is a problem of the file, not an incident later.
+    fn timer_spec(&mut self, node: &Node, zone: Option<&Node>) -> Option<TimerSpec> {
+        let Some(Scalar::Str(written)) = node.scalar() else {
+            return self.schedule(node, zone, "").map(TimerSpec::Fixed);
+        };
+        if !written.contains("{{") {
+            return self.schedule(node, zone, "").map(TimerSpec::Fixed);
+        }
+        let template = self.template(node, "the timer")?;
+        let zone_name = match zone {
+            Some(z) => self.check_zone(z),
+            None => self.zone.clone(),
+        }
+        .unwrap_or_else(|| "UTC".to_string());
+        match jiff::tz::TimeZone::get(&zone_name) {
+            Ok(zone) => {
+                if template.variables().is_empty() {
+                    self.check_constant_timer(node, &template, &zone_name, &zone);
+                }
+                Some(TimerSpec::Computed {
+                    template,
+                    zone,
+                    zone_name,
+                })
+            }
+            Err(_) => {
+                self.report(
+                    node.span,
+                    codes::BAD_TIMER,
+                    format!(
+                        "unknown time zone `{zone_name}` for the timer `{}`",
+                        template.source()
+                    ),
+                    None,
+                );
+                None
+            }
+        }
+    }
+
+    /// Computes a timer template that reads no variable, as the machine will when it arms it,
+    /// and reports a value that is no timer. `now()` is read as the Unix epoch: only the kind
+    /// of value matters here, and a time in the past is a timer that fires at once.
+    fn check_constant_timer(
+        &mut self,
+        node: &Node,
+        template: &Template,
+        zone_name: &str,
+        zone: &jiff::tz::TimeZone,
+    ) {
+        let ctx = crate::expr::Context {
+            now: jiff::Timestamp::UNIX_EPOCH,
+        };
+        let problem = match template.value(&crate::value::Vars::new(), &ctx) {
+            Ok(value) => crate::schedule::computed_due(&value, ctx.now, zone_name, zone).err(),
+            Err(error) => Some(format!("cannot be computed: {error}")),
+        };
+        if let Some(why) = problem {
+            self.report(
+                node.span,
+                codes::BAD_TIMER,
+                format!("the timer `{}` {why}", template.source()),
+                Some("a computed timer is a date, an instant or a duration, such as \"{{ add_days(quote.valid_until, 1) }}\" or \"{{ duration('P30D') }}\"".into()),
+            );
+        }
+    }
+
     /// A timer. `prefix` is prepended to the written text (`R/` for `every: P1D`) and taken off
     /// error offsets again so they point into what the analyst wrote.
     fn schedule(&mut self, node: &Node, zone: Option<&Node>, prefix: &str) -> Option<Schedule> {
@@ -502,6 +572,15 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 return None;
             }
         };
+        if written.contains("{{") {
+            self.report(
+                node.span,
+                codes::BAD_TIMER,
+                format!("the timer `{written}` cannot be computed here"),
+                Some("a computed timer (`{{ }}`) fires once: write it in `wait`, a race's `timer`, an `on: - timer:` or `escalate: after`; `due`, `every` and `reminders` take a duration or cron".into()),
+            );
+            return None;
+        }
         let zone = match zone {
             Some(z) => self.check_zone(z),
             None => self.zone.clone(),
@@ -1417,7 +1496,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
     /// `wait:` and race entries: a timer (a scalar, or `timer:`) or a message.
     fn catch_event(&mut self, value: &Node, what: &str) -> Option<CatchEvent> {
         if value.scalar().is_some() {
-            return self.schedule(value, None, "").map(CatchEvent::Timer);
+            return self.timer_spec(value, None).map(CatchEvent::Timer);
         }
         if value.as_map().is_none() {
             self.wrong_type(value, what, "a timer or a map with `timer` or `message`");
@@ -1436,7 +1515,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                         None,
                     );
                 }
-                self.schedule(timer, value.get("zone"), "")
+                self.timer_spec(timer, value.get("zone"))
                     .map(CatchEvent::Timer)
             }
             (None, Some(message)) => {
@@ -1508,7 +1587,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 let target = reminders.get("goto").map(|g| self.step_ref(g, parent));
                 if let (Some(timer), Some(target)) = (timer, target) {
                     boundary.push(Boundary {
-                        event: BoundaryEvent::Timer(timer),
+                        event: BoundaryEvent::Timer(TimerSpec::Fixed(timer)),
                         interrupting: false,
                         target,
                         span: FileParser::key_span(node, "reminders"),
@@ -1527,7 +1606,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 self.check_keys(escalate, &refs(keys::ESCALATE), "`escalate`");
                 let timer = escalate
                     .get("after")
-                    .and_then(|after| self.schedule(after, escalate.get("zone"), ""));
+                    .and_then(|after| self.timer_spec(after, escalate.get("zone")));
                 let target = escalate.get("goto").map(|g| self.step_ref(g, parent));
                 if let (Some(timer), Some(target)) = (timer, target) {
                     boundary.push(Boundary {
@@ -1593,7 +1672,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
         let step_name = self.slots[generated as usize].name.clone();
         let schedule = Schedule::parse("PT0S", None).ok()?;
         boundary.push(Boundary {
-            event: BoundaryEvent::Timer(schedule),
+            event: BoundaryEvent::Timer(TimerSpec::Fixed(schedule)),
             interrupting: false,
             target: StepRef {
                 name: step_name,
@@ -2007,7 +2086,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                 }
                 Some("timer") => item
                     .get("timer")
-                    .and_then(|t| self.schedule(t, item.get("zone"), ""))
+                    .and_then(|t| self.timer_spec(t, item.get("zone")))
                     .map(BoundaryEvent::Timer),
                 Some("every") => item
                     .get("every")
@@ -2019,7 +2098,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
                         };
                         self.schedule(t, item.get("zone"), prefix)
                     })
-                    .map(BoundaryEvent::Timer),
+                    .map(|s| BoundaryEvent::Timer(TimerSpec::Fixed(s))),
                 Some(_) => item
                     .get("message")
                     .and_then(|m| self.text(m, "`message`"))

@@ -299,7 +299,7 @@ pub const KINDS: &[Kind] = &[
     kind(
         key(
             "wait",
-            "Wait for a timer (a duration, date or cron) or a message.",
+            "Wait for a timer (a duration, date or cron, or a template such as \"{{ quote.valid_until }}\") or a message.",
             Shape::OneOf(&[Shape::Timer, Shape::Object(WAIT)]),
         ),
         &[],
@@ -473,7 +473,7 @@ pub const REMINDERS: &[Key] = &[
 pub const ESCALATE: &[Key] = &[
     required(
         "after",
-        "How long after the task opens, a duration (P3D).",
+        "How long after the task opens, a duration (P3D), or a template computed when the task opens.",
         Shape::Timer,
     ),
     required(
@@ -520,7 +520,11 @@ pub const BOUNDARY: &[Key] = &[
         "Catch a business error with this code, or `any`.",
         Shape::Text,
     ),
-    key("timer", "A timer that fires once.", Shape::Timer),
+    key(
+        "timer",
+        "A timer that fires once; a template (\"{{ quote.valid_until }}\") is computed when armed.",
+        Shape::Timer,
+    ),
     key("every", "A timer that repeats.", Shape::Timer),
     key("message", "A message of this name.", Shape::Text),
     key(
@@ -541,7 +545,7 @@ pub const BOUNDARY: &[Key] = &[
 pub const WAIT: &[Key] = &[
     key(
         "timer",
-        "A timer: duration, date-time, cycle or cron.",
+        "A timer: duration, date-time, cycle or cron, or a template computed when armed.",
         Shape::Timer,
     ),
     key("zone", "Time zone of the timer.", Shape::Zone),
@@ -557,7 +561,7 @@ pub const WAIT: &[Key] = &[
 pub const RACE: &[Key] = &[
     key(
         "timer",
-        "A timer: duration, date-time, cycle or cron.",
+        "A timer: duration, date-time, cycle or cron, or a template computed when armed.",
         Shape::Timer,
     ),
     key("zone", "Time zone of the timer.", Shape::Zone),

@@ -115,9 +115,12 @@ fn quote_approval_model() {
     let def = library
         .definitions
         .iter()
-        .find(|d| d.id == "quote-approval")
+        .find(|d| d.id == "quote-approval-example")
         .unwrap();
-    assert_eq!(def.name.as_deref(), Some("Approve a discounted quote"));
+    assert_eq!(
+        def.name.as_deref(),
+        Some("Approve a discounted quote (example)")
+    );
     assert_eq!(
         def.inputs,
         vec![("quote".to_string(), "object".to_string())]
@@ -1381,4 +1384,104 @@ fn email_links_problems() {
             p.yaml:20:12: CICLO-E0105 `email` should be a map such as `{ to: quote.approver_email, template: approval-request }`, found a text
         "#]],
     );
+}
+
+#[test]
+fn computed_timers_are_checked_when_the_file_is_read() {
+    check(
+        r#"
+        process: p
+        start: a
+        steps:
+          a:
+            wait: "{{ quote.valid_until + }}"
+            goto: b
+          b:
+            task: Approve
+            due: "{{ due }}"
+            reminders: { every: "{{ often }}", goto: c }
+            escalate: { after: "{{ deadline", goto: c }
+            on:
+              - timer: "{{ patience }}"
+                zone: Europe/Rmoe
+                goto: c
+          c:
+            race:
+              - timer: "{{ add_days(quote.valid_until, 1) }}"
+                goto: d
+          d: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:5:35: CICLO-E0121 bad template `{{ quote.valid_until + }}`: unexpected end of expression
+            p.yaml:9:10: CICLO-E0125 the timer `{{ due }}` cannot be computed here
+              hint: a computed timer (`{{ }}`) fires once: write it in `wait`, a race's `timer`, an `on: - timer:` or `escalate: after`; `due`, `every` and `reminders` take a duration or cron
+            p.yaml:10:25: CICLO-E0125 the timer `{{ often }}` cannot be computed here
+              hint: a computed timer (`{{ }}`) fires once: write it in `wait`, a race's `timer`, an `on: - timer:` or `escalate: after`; `due`, `every` and `reminders` take a duration or cron
+            p.yaml:11:25: CICLO-E0121 bad template `{{ deadline`: `{{` is not closed by `}}`
+            p.yaml:14:15: CICLO-E0127 unknown time zone `Europe/Rmoe`
+              hint: did you mean `Europe/Rome`?
+        "#]],
+    );
+    // A template that reads no variable is computed at once: a value that is no timer, or an
+    // expression that fails, is a problem of the file. A past date is fine: it fires at once.
+    check(
+        r#"
+        process: p
+        start: a
+        steps:
+          a:
+            race:
+              - timer: "{{ 42 }}"
+                goto: b
+              - timer: "{{ 'next week' }}"
+                goto: b
+              - timer: "{{ '2027-02-30' }}"
+                goto: b
+              - timer: "{{ date('2027-02-30') }}"
+                goto: b
+              - timer: "{{ 'R/P1D' }}"
+                goto: b
+              - timer: "{{ duration('P30D') }}"
+                goto: b
+              - timer: "{{ '2020-01-01' }}T09:00"
+                goto: b
+              - timer: "{{ now() + duration('PT1H') }}"
+                goto: b
+          b: { end: true }
+        "#,
+        expect![[r#"
+            p.yaml:6:16: CICLO-E0125 the timer `{{ 42 }}` gave a number (42); expected a date, an instant or a duration, or a text of one (2027-02-03, 2027-02-03T09:00, 2027-02-03T09:00:00Z, P30D)
+              hint: a computed timer is a date, an instant or a duration, such as "{{ add_days(quote.valid_until, 1) }}" or "{{ duration('P30D') }}"
+            p.yaml:8:16: CICLO-E0125 the timer `{{ 'next week' }}` gave the text "next week"; expected a date, an instant or a duration, or a text of one (2027-02-03, 2027-02-03T09:00, 2027-02-03T09:00:00Z, P30D)
+              hint: a computed timer is a date, an instant or a duration, such as "{{ add_days(quote.valid_until, 1) }}" or "{{ duration('P30D') }}"
+            p.yaml:10:16: CICLO-E0125 the timer `{{ '2027-02-30' }}` gave the text "2027-02-30": February 2027 has no day 30
+              hint: a computed timer is a date, an instant or a duration, such as "{{ add_days(quote.valid_until, 1) }}" or "{{ duration('P30D') }}"
+            p.yaml:12:16: CICLO-E0125 the timer `{{ date('2027-02-30') }}` cannot be computed: date: "2027-02-30" is not a date (write YYYY-MM-DD) at column 9
+              hint: a computed timer is a date, an instant or a duration, such as "{{ add_days(quote.valid_until, 1) }}" or "{{ duration('P30D') }}"
+            p.yaml:14:16: CICLO-E0125 the timer `{{ 'R/P1D' }}` gave the text "R/P1D"; expected a date, an instant or a duration, or a text of one (2027-02-03, 2027-02-03T09:00, 2027-02-03T09:00:00Z, P30D)
+              hint: a computed timer is a date, an instant or a duration, such as "{{ add_days(quote.valid_until, 1) }}" or "{{ duration('P30D') }}"
+        "#]],
+    );
+    let def = parse_ok(
+        r#"
+        process: p
+        zone: Europe/Rome
+        steps:
+          a:
+            wait: "{{ quote.valid_until }}"
+        "#,
+    );
+    let StepKind::Wait {
+        event:
+            CatchEvent::Timer(TimerSpec::Computed {
+                template,
+                zone_name,
+                ..
+            }),
+    } = &def.step_by_name("a").unwrap().kind
+    else {
+        panic!("a computed timer")
+    };
+    assert_eq!(template.source(), "{{ quote.valid_until }}");
+    assert_eq!(zone_name, "Europe/Rome");
 }

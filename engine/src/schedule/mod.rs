@@ -22,6 +22,9 @@ mod tests;
 use jiff::tz::TimeZone;
 use jiff::{Span, Timestamp};
 
+use crate::expr::display_value_within;
+use crate::value::Value;
+
 /// A schedule problem: what, and where in the expression's text (byte offset).
 ///
 /// A problem with the time zone rather than the expression has offset 0 and names the zone.
@@ -92,7 +95,11 @@ impl Schedule {
                 0,
             )
         })?;
+        Schedule::parse_in(source, zone_name, tz)
+    }
 
+    /// [`Schedule::parse`] with the zone already looked up.
+    fn parse_in(source: &str, zone_name: &str, tz: TimeZone) -> Result<Schedule, ScheduleError> {
         let text = source.trim();
         let base = source.len() - source.trim_start().len();
         let bytes = text.as_bytes();
@@ -284,6 +291,70 @@ impl Schedule {
             return None;
         }
         point(&base, cycle.interval, index)
+    }
+}
+
+/// What a computed timer (`wait: "{{ quote.valid_until }}"`) may be: the value of its template
+/// at the moment it is armed.
+const COMPUTED_EXPECTED: &str = "expected a date, an instant or a duration, or a text of one \
+     (2027-02-03, 2027-02-03T09:00, 2027-02-03T09:00:00Z, P30D)";
+
+/// When a computed timer armed at `armed` fires, from the value its template gave:
+///
+/// - a date: at the start of that day in `zone` (so a quote valid *until* a date expires at
+///   `add_days(valid_until, 1)`);
+/// - an instant: then;
+/// - a duration: that long after `armed`, calendar units added to the local date in `zone`;
+/// - a text: read exactly as the same timer written out in the file (`2027-02-03`, a local
+///   `2027-02-03T09:00` in `zone`, `2027-02-03T09:00:00Z`, `P30D`), but never a cycle or cron:
+///   a computed timer fires once.
+///
+/// A time already past is returned as it is: the runtime fires an overdue timer at once.
+/// `Err` says what the value was and why it cannot be a timer, worded to follow "the timer
+/// `...` of step `...`".
+pub fn computed_due(
+    value: &Value,
+    armed: Timestamp,
+    zone_name: &str,
+    zone: &TimeZone,
+) -> Result<Timestamp, String> {
+    let shown = || match value {
+        Value::String(text) => format!("the text \"{text}\""),
+        Value::Null => "null".to_string(),
+        other => format!(
+            "a {} ({})",
+            other.type_name(),
+            display_value_within(other, 80).unwrap_or_else(|| "...".into())
+        ),
+    };
+    let out_of_range = || format!("gave {}, which is out of the supported range", shown());
+    match value {
+        Value::Date(date) => date
+            .to_zoned(zone.clone())
+            .map(|start| start.timestamp())
+            .map_err(|_| out_of_range()),
+        Value::Instant(instant) => Ok(*instant),
+        Value::Duration(span) => armed
+            .to_zoned(zone.clone())
+            .checked_add(*span)
+            .map(|zoned| zoned.timestamp())
+            .map_err(|_| out_of_range()),
+        Value::String(text) => {
+            let trimmed = text.trim();
+            let bytes = trimmed.as_bytes();
+            // The shapes of a duration and of a date; anything else would be read as cron.
+            let once = matches!(bytes.first(), Some(b'P' | b'p'))
+                || (bytes.len() >= 5
+                    && bytes[..4].iter().all(u8::is_ascii_digit)
+                    && bytes[4] == b'-');
+            if !once {
+                return Err(format!("gave {}; {COMPUTED_EXPECTED}", shown()));
+            }
+            let schedule = Schedule::parse_in(trimmed, zone_name, zone.clone())
+                .map_err(|error| format!("gave {}: {}", shown(), error.message))?;
+            schedule.first_due(armed).ok_or_else(out_of_range)
+        }
+        _ => Err(format!("gave {}; {COMPUTED_EXPECTED}", shown())),
     }
 }
 
