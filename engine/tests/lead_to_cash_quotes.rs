@@ -634,3 +634,54 @@ fn reminders_every_day_and_escalation_to_the_next_level_after_the_due_date() {
     assert_eq!(jobs_of(&h, "email").len(), 1);
     assert_eq!(h.var(approval, "status"), Value::String("sent".into()));
 }
+
+#[test]
+fn an_opportunity_requested_by_message_is_configured_then_qualified_and_priced() {
+    // A converted lead (lead-assignment) or a renewal (contract-renewal) asks for an
+    // opportunity by message, without lines: its owner enters the first line.
+    let h = harness();
+    h.engine
+        .correlate(Message {
+            name: "opportunity-requested".into(),
+            key: "lead:7927b2df".into(),
+            vars: vars(serde_json::json!({"opportunity": {
+                "source": "lead",
+                "owner": "sara",
+                "customer": {"id": "C9", "name": "Bianchi srl", "email": "buyer@bianchi.example"},
+            }})),
+            id: None,
+            ttl: Some(SignedDuration::from_hours(24)),
+        })
+        .expect("correlate");
+    let configure = task(&h, "configure");
+    assert_eq!(configure.assignee.as_deref(), Some("sara"));
+    assert!(
+        configure.title.contains("Bianchi srl"),
+        "{}",
+        configure.title
+    );
+    // A quantity under 1 is refused by the form and changes nothing.
+    let bad = h.engine.complete_task(
+        configure.instance,
+        configure.task,
+        vars(serde_json::json!({"product": "WIDGET-STD", "qty": 0})),
+        "sara",
+    );
+    assert!(bad.is_err(), "qty 0 was accepted");
+    complete(
+        &h,
+        "configure",
+        serde_json::json!({"product": " WIDGET-STD ", "qty": 60}),
+    );
+    complete(
+        &h,
+        "qualify",
+        serde_json::json!({"close_date": "2027-03-31", "budget_confirmed": true}),
+    );
+    let id = configure.instance;
+    let Value::List(priced) = h.var(id, "priced") else {
+        panic!("not priced: {:?}", h.var(id, "priced"))
+    };
+    assert_eq!(priced.len(), 1);
+    assert_eq!(field(&priced[0], &["product"]), &Value::from("WIDGET-STD"));
+}

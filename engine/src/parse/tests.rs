@@ -33,6 +33,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         "lead-nurture.yaml",
         include_str!("../../../processes/lead-nurture.yaml"),
     ),
+    (
+        "data/nurture-sequence.yaml",
+        include_str!("../../../processes/data/nurture-sequence.yaml"),
+    ),
 ];
 
 fn examples() -> Vec<(String, String)> {
