@@ -327,8 +327,7 @@ fn a_quote_that_expires_before_approval_is_expired_and_a_late_approval_is_refuse
 }
 
 fn start_order(h: &Harness, credit_limit: &str) -> InstanceId {
-    let line =
-        serde_json::json!({"product": "WIDGET-STD", "qty": 10, "list_price": 100, "net": 900});
+    let line = serde_json::json!({"product": "WIDGET-STD", "name": "Widget", "qty": 10, "list_price": 100, "net": 900, "vat_rate": 0.22});
     h.start(
         "quote-to-order",
         serde_json::json!({
@@ -359,10 +358,37 @@ fn quote_to_order_books_the_order_in_the_erp() {
         sent.push(j.clone());
         JobOutcome::Done(vars(serde_json::json!({"number": "ERP-42"})))
     });
-    assert_eq!(sent.len(), 1);
+    assert_eq!(sent.len(), 2, "the ERP call, then the hand-over to billing");
     assert_eq!(
         (sent[0].connector.as_str(), sent[0].operation.as_str()),
         ("erp", "create-order")
+    );
+    // The booked order goes to order-to-cash in the shape it reads.
+    assert_eq!(sent[1].connector, ciclo_engine::runtime::MESSAGE_CONNECTOR);
+    assert_eq!(sent[1].input["name"], Value::String("order-placed".into()));
+    let order = field(&sent[1].input["vars"], &["order"]);
+    assert_eq!(
+        field(order, &["number"]),
+        &Value::String("SO-Q-2027-9".into())
+    );
+    let Value::List(lines) = field(order, &["lines"]) else {
+        panic!("lines: {order:?}")
+    };
+    assert_eq!(
+        field(&lines[0], &["description"]),
+        &Value::String("Widget".into())
+    );
+    assert_eq!(
+        field(&lines[0], &["unit_price"]).to_json(),
+        serde_json::json!(90)
+    );
+    assert_eq!(
+        field(&lines[0], &["vat_rate"]).to_json(),
+        serde_json::json!(22)
+    );
+    assert_eq!(
+        field(order, &["payment_terms", "net_days"]).to_json(),
+        serde_json::json!(30)
     );
     assert_eq!(
         field(&sent[0].input["order"], &["number"]),
