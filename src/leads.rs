@@ -42,8 +42,55 @@ pub struct ImportArgs {
     /// How long to wait for hot leads to get their salesperson after the rows are sent.
     #[arg(long, default_value = "60")]
     pub settle_seconds: u64,
+    /// For demos and trials: give each lead without an e-mail address a placeholder one,
+    /// `<external id>@DOMAIN` (lower-cased; `line-<N>@DOMAIN` without an id), so that the
+    /// e-mails the processes send can be seen in the outbox. Use a domain nobody receives
+    /// mail at, such as example.com.
+    #[arg(long, value_name = "DOMAIN")]
+    pub placeholder_email: Option<String>,
     #[command(flatten)]
     pub remote: Remote,
+}
+
+/// `--placeholder-email`: an address for every lead that has none.
+fn add_placeholder_emails(rows: &mut [LeadRow], domain: &str) -> Result<(), String> {
+    let domain = domain.trim().trim_start_matches('@').to_lowercase();
+    let valid = !domain.is_empty()
+        && domain.contains('.')
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+    if !valid {
+        return Err(format!(
+            "--placeholder-email `{domain}` is not a domain name: give one such as example.com"
+        ));
+    }
+    for row in rows {
+        let has_email = row.lead["email"]
+            .as_str()
+            .is_some_and(|e| !e.trim().is_empty());
+        if has_email {
+            continue;
+        }
+        let local = match &row.external_id {
+            Some(id) => id
+                .to_lowercase()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || c == '-' {
+                        c
+                    } else {
+                        '-'
+                    }
+                })
+                .collect(),
+            None => format!("line-{}", row.line),
+        };
+        if let Some(lead) = row.lead.as_object_mut() {
+            lead.insert("email".into(), format!("{local}@{domain}").into());
+        }
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -339,7 +386,10 @@ impl std::fmt::Display for UserError {
 fn import(args: &ImportArgs) -> anyhow::Result<Summary> {
     let started = Instant::now();
     let mapping = Mapping::load(&args.mapping).map_err(|e| UserError(format!("{e:#}")))?;
-    let file = read_file(&args.file, &mapping).map_err(|e| UserError(format!("{e:#}")))?;
+    let mut file = read_file(&args.file, &mapping).map_err(|e| UserError(format!("{e:#}")))?;
+    if let Some(domain) = &args.placeholder_email {
+        add_placeholder_emails(&mut file.rows, domain).map_err(UserError)?;
+    }
     let token = match &args.remote.token {
         Some(t) => t.trim().to_string(),
         None => crate::client::default_token()

@@ -202,6 +202,85 @@ async fn the_sample_export_imports_once_and_reports_bad_rows_by_line() {
     assert_eq!(n(&second, "rejected"), 2, "{second}");
 }
 
+/// `--placeholder-email`: the anonymised file has no addresses; with a placeholder domain the
+/// warm leads' nurture e-mails land in the outbox, addressed `<prospect id>@example.com`, and
+/// a Do Not Email lead still gets none. A bad domain is refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placeholder_addresses_make_the_nurture_emails_visible() {
+    let (s, data) = serve();
+    let sample = repo().join("tests/data/leads-sample.csv");
+    let file = sample.to_str().expect("utf-8 path");
+    let (code, _, err) = ciclo(&[
+        "import",
+        "leads",
+        file,
+        "--mapping",
+        "processes/imports/x-education.yaml",
+        "--server",
+        &s.url,
+        "--token",
+        &s.token,
+        "--placeholder-email",
+        "not a domain",
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("--placeholder-email `not a domain` is not a domain name"),
+        "{err}"
+    );
+    let (code, out, err) = ciclo(&[
+        "import",
+        "leads",
+        file,
+        "--mapping",
+        "processes/imports/x-education.yaml",
+        "--server",
+        &s.url,
+        "--token",
+        &s.token,
+        "--placeholder-email",
+        "Example.com",
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let summary: Value = serde_json::from_str(&out).expect("--json summary");
+    assert!(n(&summary, "warm") > 0, "{summary}");
+    // The welcome e-mail of every warm lead that may be e-mailed, once each.
+    let outbox = data.path().join("outbox");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mails = loop {
+        let mails: Vec<String> = std::fs::read_dir(&outbox)
+            .map(|d| {
+                d.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !mails.is_empty() || std::time::Instant::now() > deadline {
+            break mails;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    assert!(
+        !mails.is_empty(),
+        "no nurture e-mail in {}",
+        outbox.display()
+    );
+    for mail in &mails {
+        let to = mail
+            .lines()
+            .find_map(|l| l.strip_prefix("To: "))
+            .unwrap_or_else(|| panic!("no To: in\n{mail}"));
+        assert!(to.ends_with("@example.com"), "{to}");
+        assert!(mail.contains("Subject: Welcome"), "{mail}");
+    }
+    assert!(
+        mails.len() as u64 <= n(&summary, "warm"),
+        "{} e-mails for {} warm leads",
+        mails.len(),
+        n(&summary, "warm")
+    );
+}
+
 fn leads_csv() -> Option<PathBuf> {
     let path = std::env::var_os("CICLO_LEADS_CSV")
         .map(PathBuf::from)
