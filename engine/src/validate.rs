@@ -38,6 +38,8 @@ impl Catalog {
         connectors.insert(EXTERNAL_CONNECTOR.to_string(), Vec::new());
         // Built into the runtime: a process sends a message to others (runtime/publish.rs).
         connectors.insert("message".to_string(), ops(&["publish"]));
+        // Built into the runtime: round-robin assignment within a team (runtime/engine/rotation.rs).
+        connectors.insert("assign".to_string(), ops(&["round_robin"]));
         connectors.insert("test".to_string(), Vec::new());
         Catalog {
             connectors,

@@ -30,6 +30,10 @@ const EXAMPLES: &[(&str, &str)] = &[
         include_str!("../../../processes/lead-assignment.yaml"),
     ),
     (
+        "data/sales-teams.yaml",
+        include_str!("../../../processes/data/sales-teams.yaml"),
+    ),
+    (
         "lead-nurture.yaml",
         include_str!("../../../processes/lead-nurture.yaml"),
     ),
@@ -108,7 +112,7 @@ fn examples_load_without_problems() {
             "lead-engagement",
             "lead-fit",
             "lead-grade",
-            "lead-owner"
+            "lead-routing"
         ]
     );
 }
@@ -334,7 +338,7 @@ fn tables_from_another_file_are_copied_into_the_definition() {
     let grade = def.table("lead-grade").unwrap();
     assert_eq!(grade.hit, HitPolicy::First);
     assert_eq!(grade.rules[2].when[0].source(), "-");
-    assert!(def.table("lead-owner").is_none());
+    assert!(def.table("lead-routing").is_none());
 }
 
 #[test]

@@ -38,8 +38,10 @@ use super::Clock;
 
 mod external;
 mod identity;
+mod rotation;
 pub use external::{ExternalAnswer, LockedJob, MAX_FETCH, MAX_LEASE};
 pub use identity::Arrival;
+pub use rotation::ASSIGN_CONNECTOR;
 
 /// What a caller of the engine did wrong, or what failed.
 #[derive(Debug, thiserror::Error)]
@@ -210,6 +212,10 @@ pub struct Engine {
     /// Guards starts with a request key (separate from `locks`: a start holds both).
     key_locks: Box<[Mutex<()>]>,
     correlation: Mutex<()>,
+    /// Held by a round-robin pick from reading the rotation to the durable write of the job
+    /// answer that moves it (`rotation.rs`), so two picks never take the same turn. Taken
+    /// before any other lock.
+    rotation: Mutex<()>,
     deploy_lock: Mutex<()>,
     failpoint: Option<Failpoint>,
     /// Woken when a timer or job is written, so the runtime's loops look again.
@@ -238,6 +244,7 @@ impl Engine {
             locks: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             key_locks: (0..64).map(|_| Mutex::new(())).collect(),
             correlation: Mutex::new(()),
+            rotation: Mutex::new(()),
             deploy_lock: Mutex::new(()),
             failpoint: None,
             wake: tokio::sync::Notify::new(),
@@ -974,6 +981,12 @@ impl Engine {
 
     /// Records what a connector answered for one attempt of a job.
     pub fn job_result(&self, job: &JobRecord, outcome: JobOutcome) -> Result<()> {
+        self.job_result_with(job, outcome, &[])
+    }
+
+    /// `job_result`, writing `extra` in the same batch when the answer is taken (the attempt
+    /// is current and the instance exists): nothing of it is written for a stale attempt.
+    fn job_result_with(&self, job: &JobRecord, outcome: JobOutcome, extra: &[Op]) -> Result<()> {
         super::metrics::job_answered(job, &outcome);
         self.failpoint("job-returned");
         let instance = job.instance;
@@ -1014,7 +1027,10 @@ impl Engine {
                     None,
                 ),
             };
-            tx.answer_job(job, event, failure)?;
+            let applied = tx.answer_job(job, event, failure)?;
+            if applied == Applied::Changed {
+                tx.batch.ops.extend(extra.iter().cloned());
+            }
             Ok(())
         })
     }

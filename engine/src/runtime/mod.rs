@@ -409,6 +409,14 @@ async fn run_job_in_span(engine: &Arc<Engine>, connectors: &Connectors, job: Job
         }
         return;
     }
+    if job.connector == ASSIGN_CONNECTOR {
+        let e = engine.clone();
+        let result = tokio::task::spawn_blocking(move || e.run_assign_job(&job)).await;
+        if let Ok(Err(e)) = result {
+            tracing::error!(error = %e, "a round-robin assignment failed");
+        }
+        return;
+    }
     if job.connector == MESSAGE_CONNECTOR {
         let e = engine.clone();
         let result = tokio::task::spawn_blocking(move || e.run_message_job(&job)).await;

@@ -17,8 +17,8 @@ use uuid::Uuid;
 
 use super::{
     DefinitionRecord, HistoryRecord, IncidentRecord, InstanceRecord, InstanceStatus, JobRecord,
-    LinkRecord, LinkUse, MessageRecord, Role, SessionRecord, SubscriptionRecord, TaskRecord,
-    TimerRecord, TokenRecord, UserRecord,
+    LinkRecord, LinkUse, MessageRecord, Role, RotationRecord, SessionRecord, SubscriptionRecord,
+    TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -61,6 +61,7 @@ stored! {
     TokenRecord => TokenDef,
     SessionRecord => SessionDef,
     LinkRecord => LinkDef,
+    RotationRecord => RotationDef,
 }
 
 /// An instant as `(seconds, nanoseconds)` since the Unix epoch.
@@ -392,6 +393,17 @@ struct LinkDef {
     siblings: Vec<String>,
     #[serde(with = "link_use")]
     used: Option<LinkUse>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(remote = "RotationRecord")]
+struct RotationDef {
+    name: String,
+    last: String,
+    position: u64,
+    picks: u64,
+    #[serde(with = "instant")]
+    updated_at: Timestamp,
 }
 
 /// A link's use as `(by, (seconds, nanoseconds), decision)`.

@@ -13,7 +13,8 @@ use uuid::Uuid;
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
     InstanceRecord, InstanceStatus, JobRecord, LinkRecord, LinkUse, MessageRecord, Op, Role,
-    SessionRecord, Store, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    RotationRecord, SessionRecord, Store, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord,
+    UserRecord,
 };
 use crate::value::{Value, Vars};
 
@@ -46,6 +47,7 @@ macro_rules! conformance_tests {
             tokens_round_trip_order_and_delete,
             sessions_round_trip_replace_and_delete,
             links_round_trip_and_replace,
+            rotations_round_trip_and_replace,
             batch_effects_all_visible_and_ordered,
             remove_finished_removes_exactly_the_old_finished,
             concurrent_commits_all_visible,
@@ -1646,5 +1648,45 @@ pub fn links_round_trip_and_replace(store: &dyn Store) {
     assert_eq!(
         store.link("a1").unwrap(),
         Some(link("a1", "approve", &["r2"]))
+    );
+}
+
+pub fn rotation(name: &str, last: &str, position: u64, picks: u64) -> RotationRecord {
+    RotationRecord {
+        name: name.into(),
+        last: last.into(),
+        position,
+        picks,
+        updated_at: at(30),
+    }
+}
+
+pub fn rotations_round_trip_and_replace(store: &dyn Store) {
+    assert_eq!(store.rotation("italy").unwrap(), None);
+    commit(
+        store,
+        vec![
+            Op::PutRotation(rotation("italy", "anna", 0, 1)),
+            Op::PutRotation(rotation("italy-north", "marco", 2, 7)),
+        ],
+    );
+    assert_eq!(
+        store.rotation("italy").unwrap(),
+        Some(rotation("italy", "anna", 0, 1))
+    );
+    assert_eq!(store.rotation("ital").unwrap(), None, "no prefix match");
+
+    // Each pick replaces the record; the other rotation is untouched.
+    commit(
+        store,
+        vec![Op::PutRotation(rotation("italy", "bruno", 1, 2))],
+    );
+    assert_eq!(
+        store.rotation("italy").unwrap(),
+        Some(rotation("italy", "bruno", 1, 2))
+    );
+    assert_eq!(
+        store.rotation("italy-north").unwrap(),
+        Some(rotation("italy-north", "marco", 2, 7))
     );
 }

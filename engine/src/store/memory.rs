@@ -13,8 +13,8 @@ use jiff::Timestamp;
 
 use super::{
     Batch, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
-    SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, RotationRecord,
+    SessionRecord, Store, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
 };
 
 /// `(instance, number)`: how timers, jobs, tasks, incidents, history lines and subscriptions
@@ -60,6 +60,7 @@ struct Maps {
     /// By hash.
     sessions: BTreeMap<String, SessionRecord>,
     links: BTreeMap<String, LinkRecord>,
+    rotations: BTreeMap<String, RotationRecord>,
 }
 
 impl MemoryStore {
@@ -210,6 +211,9 @@ impl Maps {
             }
             Op::PutLink(link) => {
                 self.links.insert(link.hash.clone(), link);
+            }
+            Op::PutRotation(rotation) => {
+                self.rotations.insert(rotation.name.clone(), rotation);
             }
             Op::PutSession(session) => {
                 self.sessions.insert(session.hash.clone(), session);
@@ -500,6 +504,10 @@ impl Store for MemoryStore {
 
     fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
         Ok(self.read().links.get(hash).cloned())
+    }
+
+    fn rotation(&self, name: &str) -> Result<Option<RotationRecord>> {
+        Ok(self.read().rotations.get(name).cloned())
     }
 }
 

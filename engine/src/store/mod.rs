@@ -386,6 +386,21 @@ pub struct LinkUse {
     pub decision: String,
 }
 
+/// Where a round-robin rotation stands (`call: assign.round_robin`): one per rotation name (a
+/// sales team), replaced on every pick, in the same write as the job answer that made the pick.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RotationRecord {
+    /// The rotation's name (the team).
+    pub name: String,
+    /// The member picked last; the next pick starts after them.
+    pub last: String,
+    /// Their position in the member list at that time, for when they have left the list.
+    pub position: u64,
+    /// How many picks this rotation has made.
+    pub picks: u64,
+    pub updated_at: Timestamp,
+}
+
 /// One change. A `Batch` of them is applied atomically.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
@@ -450,6 +465,8 @@ pub enum Op {
     },
     /// Creates or replaces the e-mail link `hash`.
     PutLink(LinkRecord),
+    /// Creates or replaces the rotation `name`.
+    PutRotation(RotationRecord),
 }
 
 /// Changes applied all together or not at all.
@@ -576,4 +593,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// The e-mail link whose token hashes to `hash`.
     fn link(&self, hash: &str) -> Result<Option<LinkRecord>>;
+
+    /// Where the round-robin rotation `name` stands, if it has picked before.
+    fn rotation(&self, name: &str) -> Result<Option<RotationRecord>>;
 }

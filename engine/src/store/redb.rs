@@ -49,8 +49,9 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
-    StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, RotationRecord,
+    SessionRecord, Store, StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord,
+    TokenRecord, UserRecord,
 };
 
 /// The database file inside the data folder.
@@ -121,11 +122,13 @@ enum Kind {
     Sessions,
     /// link hash -> `LinkRecord`.
     Links,
+    /// rotation name -> `RotationRecord`.
+    Rotations,
 }
 
 impl Kind {
     /// Every kind, in declaration order, so `ALL[kind as usize] == kind`.
-    const ALL: [Kind; 24] = [
+    const ALL: [Kind; 25] = [
         Kind::Definitions,
         Kind::Instances,
         Kind::Timers,
@@ -150,6 +153,7 @@ impl Kind {
         Kind::ExternalJobsByType,
         Kind::Sessions,
         Kind::Links,
+        Kind::Rotations,
     ];
 
     /// The table's name in the file: part of the disk format, never renamed.
@@ -179,6 +183,7 @@ impl Kind {
             Kind::ExternalJobsByType => "external-jobs-by-type",
             Kind::Sessions => "sessions",
             Kind::Links => "links",
+            Kind::Rotations => "rotations",
         }
     }
 
@@ -808,6 +813,10 @@ impl Committer {
                 let key = Key::empty().str(&link.hash).into_bytes();
                 w.put(Kind::Links, key, encode("link", &link)?);
             }
+            Op::PutRotation(rotation) => {
+                let key = Key::empty().str(&rotation.name).into_bytes();
+                w.put(Kind::Rotations, key, encode("rotation", &rotation)?);
+            }
             Op::PutSession(session) => {
                 let key = Key::empty().str(&session.hash).into_bytes();
                 w.put(Kind::Sessions, key, encode("session", &session)?);
@@ -1186,6 +1195,13 @@ impl Store for RedbStore {
         let key = Key::empty().str(hash).into_bytes();
         self.get(Kind::Links, &key)?
             .map(|v| decode("link", &key, &v))
+            .transpose()
+    }
+
+    fn rotation(&self, name: &str) -> Result<Option<RotationRecord>> {
+        let key = Key::empty().str(name).into_bytes();
+        self.get(Kind::Rotations, &key)?
+            .map(|v| decode("rotation", &key, &v))
             .transpose()
     }
 }

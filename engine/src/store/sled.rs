@@ -40,8 +40,9 @@ use super::keys::{
 };
 use super::{
     Batch, Counters, DefinitionRecord, HistoryRecord, IncidentRecord, InstanceFilter, InstanceId,
-    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, SessionRecord, Store,
-    StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord, TokenRecord, UserRecord,
+    InstanceRecord, JobRecord, LinkRecord, MessageRecord, Op, Result, RotationRecord,
+    SessionRecord, Store, StoreError, StoreStats, SubscriptionRecord, TaskRecord, TimerRecord,
+    TokenRecord, UserRecord,
 };
 
 /// The first byte of every key: what kind of record follows. Lower case keys hold records or
@@ -93,6 +94,8 @@ mod kind {
     pub const SESSION: u8 = b'w';
     /// link hash -> `LinkRecord`.
     pub const LINK: u8 = b'l';
+    /// rotation name -> `RotationRecord`.
+    pub const ROTATION: u8 = b'q';
 }
 
 /// Store bookkeeping: the next message sequence (its kind byte, `#`, is used by nothing else).
@@ -601,6 +604,10 @@ impl Committer {
                 let key = Key::new(kind::LINK).str(&link.hash).into_bytes();
                 w.put(key, encode("link", &link)?);
             }
+            Op::PutRotation(rotation) => {
+                let key = Key::new(kind::ROTATION).str(&rotation.name).into_bytes();
+                w.put(key, encode("rotation", &rotation)?);
+            }
             Op::PutSession(session) => {
                 let key = Key::new(kind::SESSION).str(&session.hash).into_bytes();
                 w.put(key, encode("session", &session)?);
@@ -980,6 +987,13 @@ impl Store for SledStore {
         let key = Key::new(kind::LINK).str(hash).into_bytes();
         self.get(&key)?
             .map(|v| decode("link", &key, &v))
+            .transpose()
+    }
+
+    fn rotation(&self, name: &str) -> Result<Option<RotationRecord>> {
+        let key = Key::new(kind::ROTATION).str(name).into_bytes();
+        self.get(&key)?
+            .map(|v| decode("rotation", &key, &v))
             .transpose()
     }
 }
