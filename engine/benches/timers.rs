@@ -248,7 +248,7 @@ fn start_all(engine: &Arc<Engine>, count: usize, started_at: impl Fn(usize) -> T
                         .start("timers", StartOptions::default())
                         .expect("start");
                     let n = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if n % 100_000 == 0 {
+                    if n.is_multiple_of(100_000) {
                         println!(
                             "  {n} started in {:.0} s ({:.0}/s)",
                             began.elapsed().as_secs_f64(),
