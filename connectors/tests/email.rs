@@ -694,9 +694,13 @@ impl Handler for LoginRecorder {
     }
 }
 
+/// What a TLS test server received: the messages, and the logins (user names) it saw.
+type Inbox = Arc<Mutex<Vec<Received>>>;
+type Logins = Arc<Mutex<Vec<String>>>;
+
 /// A real SMTP server that offers STARTTLS with `tls`'s certificate and AUTH PLAIN (mailin
 /// offers AUTH only once the connection is encrypted).
-fn start_tls_server(tls: &Tls) -> (u16, Arc<Mutex<Vec<Received>>>, Arc<Mutex<Vec<String>>>) {
+fn start_tls_server(tls: &Tls) -> (u16, Inbox, Logins) {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     let port = listener.local_addr().unwrap().port();
     let inbox = Arc::new(Mutex::new(Vec::new()));
