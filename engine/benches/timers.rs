@@ -386,6 +386,9 @@ impl Store for Recorder {
     fn link(&self, hash: &str) -> Result<Option<LinkRecord>> {
         self.inner.link(hash)
     }
+    fn rotation(&self, name: &str) -> Result<Option<RotationRecord>> {
+        self.inner.rotation(name)
+    }
 }
 
 fn percentile(sorted: &[SignedDuration], p: f64) -> SignedDuration {
