@@ -77,6 +77,7 @@ impl World {
         let engine = Engine::open(store, clock.clone(), Catalog::standard()).expect("engine");
         for file in [
             "data/nurture-sequence.yaml",
+            "data/sales-teams.yaml",
             "lead-scoring.yaml",
             "lead-nurture.yaml",
             "lead-assignment.yaml",
