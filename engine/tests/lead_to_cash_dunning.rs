@@ -432,4 +432,6 @@ fn a_contract_near_its_end_requests_a_new_opportunity() {
     let opportunity = w.h.var(started.instance, "opportunity");
     assert_eq!(opportunity.to_json()["contract"], "K-9");
     assert_eq!(opportunity.to_json()["source"], "renewal");
+    // The quote will be numbered after it (opportunity-to-quote's make-quote).
+    assert_eq!(opportunity.to_json()["id"], "R-K-9");
 }

@@ -671,6 +671,7 @@ fn an_opportunity_requested_by_message_is_configured_then_qualified_and_priced()
             name: "opportunity-requested".into(),
             key: "lead:7927b2df".into(),
             vars: vars(serde_json::json!({"opportunity": {
+                "id": "7927b2df",
                 "source": "lead",
                 "owner": "sara",
                 "customer": {"id": "C9", "name": "Bianchi srl", "email": "buyer@bianchi.example"},
@@ -710,4 +711,49 @@ fn an_opportunity_requested_by_message_is_configured_then_qualified_and_priced()
     };
     assert_eq!(priced.len(), 1);
     assert_eq!(field(&priced[0], &["product"]), &Value::from("WIDGET-STD"));
+    let number = h.var(id, "quote").to_json()["number"].clone();
+    assert!(
+        number
+            .as_str()
+            .is_some_and(|n| n.starts_with("Q-") && n.ends_with("-7927b2df")),
+        "quote number {number}"
+    );
+}
+
+#[test]
+fn a_renewal_opportunity_from_contract_renewal_gets_a_quote_numbered_after_the_contract() {
+    // The shape contract-renewal publishes (no owner, no lines): the sales team configures it.
+    let h = harness();
+    h.engine
+        .correlate(Message {
+            name: "opportunity-requested".into(),
+            key: "K-9".into(),
+            vars: vars(serde_json::json!({"opportunity": {
+                "id": "R-K-9", "source": "renewal", "contract": "K-9",
+                "customer": {"id": "C9", "name": "Bianchi srl", "email": "buyer@bianchi.example"},
+                "value": null, "close_by": "2027-12-31",
+            }})),
+            id: None,
+            ttl: Some(SignedDuration::from_hours(24)),
+        })
+        .expect("correlate");
+    let configure = task(&h, "configure");
+    assert_eq!(configure.candidates, ["sales"]);
+    complete(
+        &h,
+        "configure",
+        serde_json::json!({"product": "WIDGET-STD", "qty": 5}),
+    );
+    complete(
+        &h,
+        "qualify",
+        serde_json::json!({"close_date": "2027-12-15", "budget_confirmed": true}),
+    );
+    let number = h.var(configure.instance, "quote").to_json()["number"].clone();
+    assert!(
+        number
+            .as_str()
+            .is_some_and(|n| n.starts_with("Q-") && n.ends_with("-R-K-9")),
+        "quote number {number}"
+    );
 }
