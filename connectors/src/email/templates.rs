@@ -225,10 +225,109 @@ impl Templates {
 fn registry(escape_html: bool) -> Handlebars<'static> {
     let mut registry = Handlebars::new();
     registry.set_strict_mode(true);
+    registry.register_helper("money", Box::new(money_helper));
+    registry.register_helper("percent", Box::new(percent_helper));
     if !escape_html {
         registry.register_escape_fn(handlebars::no_escape);
     }
     registry
+}
+
+/// `{{money amount}}` writes an amount with two decimals (half away from zero) and thousands
+/// grouped, `1,220.00`; `{{money amount "it"}}` in the Italian way, `1.220,00`. The amount is a
+/// number or a text holding one (decimals are exact: no binary floats on the way); `null`
+/// writes nothing. Anything else is an error naming the helper, not a wrong figure in a letter.
+fn money_helper(
+    h: &handlebars::Helper,
+    _: &Handlebars,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    if let Some((amount, locale)) = decimal_param(h, "money")? {
+        out.write(&format_money(amount, locale))?;
+    }
+    Ok(())
+}
+
+/// `{{percent fraction}}` writes a fraction as a percentage with up to two decimals:
+/// `0.2352941` is `23.53%`, `0.2` is `20%`; `{{percent fraction "it"}}` is `23,53%`.
+fn percent_helper(
+    h: &handlebars::Helper,
+    _: &Handlebars,
+    _: &handlebars::Context,
+    _: &mut handlebars::RenderContext,
+    out: &mut dyn handlebars::Output,
+) -> handlebars::HelperResult {
+    if let Some((fraction, locale)) = decimal_param(h, "percent")? {
+        let text = format_money(fraction * rust_decimal::Decimal::ONE_HUNDRED, locale);
+        let text = text
+            .strip_suffix(".00")
+            .or_else(|| text.strip_suffix(",00"))
+            .unwrap_or(&text);
+        out.write(&format!("{text}%"))?;
+    }
+    Ok(())
+}
+
+/// The helper's number (a JSON number or a text holding one; `None` for null) and its optional
+/// locale, or an error that names the helper and the value.
+fn decimal_param<'a>(
+    h: &'a handlebars::Helper,
+    helper: &str,
+) -> Result<Option<(rust_decimal::Decimal, &'a str)>, handlebars::RenderError> {
+    let bad = |what: String| handlebars::RenderErrorReason::Other(format!("{helper}: {what}"));
+    let value = h
+        .param(0)
+        .ok_or_else(|| {
+            bad(format!(
+                "write {{{{{helper} value}}}} or {{{{{helper} value \"it\"}}}}"
+            ))
+        })?
+        .value();
+    let text = match value {
+        serde_json::Value::Null => return Ok(None),
+        serde_json::Value::Number(n) => n.to_string(),
+        serde_json::Value::String(s) => s.trim().to_string(),
+        other => return Err(bad(format!("{other} is not a number")).into()),
+    };
+    let number = text
+        .parse::<rust_decimal::Decimal>()
+        .or_else(|_| rust_decimal::Decimal::from_scientific(&text))
+        .map_err(|_| bad(format!("{text:?} is not a number")))?;
+    let locale = match h.param(1).map(|p| p.value()) {
+        None => "en",
+        Some(serde_json::Value::String(l)) => l.as_str(),
+        Some(other) => return Err(bad(format!("the locale {other} is not a text")).into()),
+    };
+    Ok(Some((number, locale)))
+}
+
+/// `amount` rounded to cents with thousands grouped: `1,220.00`, or `1.220,00` for Italian
+/// (and the other languages that write a decimal comma: de, es, fr, pt, nl).
+fn format_money(amount: rust_decimal::Decimal, locale: &str) -> String {
+    let rounded =
+        amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let plain = format!("{:.2}", rounded.abs());
+    let (whole, cents) = plain.split_once('.').unwrap_or((&plain, "00"));
+    let language = locale.split(['-', '_']).next().unwrap_or("");
+    let (group, point) = match language {
+        "it" | "de" | "es" | "fr" | "pt" | "nl" => ('.', ','),
+        _ => (',', '.'),
+    };
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(group);
+        }
+        grouped.push(digit);
+    }
+    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{grouped}{point}{cents}")
 }
 
 /// The registry name of a part: the path it came from, without `.hbs`, so errors name the file.
@@ -281,6 +380,46 @@ fn choose_locale(available: &BTreeSet<String>, wanted: Option<&str>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_is_written_with_cents_and_grouped_thousands() {
+        let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+        assert_eq!(format_money(d("1220"), "en"), "1,220.00");
+        assert_eq!(format_money(d("1220"), "it"), "1.220,00");
+        assert_eq!(format_money(d("720.005"), "en"), "720.01");
+        assert_eq!(format_money(d("0.4"), "it-CH"), "0,40");
+        assert_eq!(format_money(d("1234567.891"), "en"), "1,234,567.89");
+        assert_eq!(format_money(d("-1000"), "en"), "-1,000.00");
+        assert_eq!(format_money(d("-0.001"), "en"), "0.00");
+        assert_eq!(format_money(d("999.999"), "en"), "1,000.00");
+
+        let dir = tempfile::tempdir().unwrap();
+        write(
+            dir.path(),
+            &[
+                (
+                    "m/subject.hbs",
+                    "{{money a}} {{money b \"it\"}} [{{money c}}]",
+                ),
+                ("m/body.html.hbs", "{{percent d}} {{percent e \"it\"}}"),
+                ("m/body.txt.hbs", "{{money s}}"),
+            ],
+        );
+        let templates = Templates::load(dir.path()).unwrap();
+        let data: serde_json::Value = serde_json::from_str(
+            r#"{"a": 1220, "b": 5435.5, "c": null, "s": " 12.3 ", "d": 0.2, "e": 0.2352941}"#,
+        )
+        .unwrap();
+        let out = templates.render("m", None, &data).unwrap();
+        assert_eq!(out.subject, "1,220.00 5.435,50 []");
+        assert_eq!(out.text, "12.30");
+        assert_eq!(out.html, "20% 23,53%");
+        let bad: serde_json::Value =
+            serde_json::from_str(r#"{"a": 1, "b": 1, "c": 1, "s": "ten", "d": 0, "e": 0}"#)
+                .unwrap();
+        let err = templates.render("m", None, &bad).unwrap_err().to_string();
+        assert!(err.contains("money") && err.contains("ten"), "{err}");
+    }
 
     fn write(dir: &Path, files: &[(&str, &str)]) {
         for (path, text) in files {
