@@ -154,6 +154,9 @@ struct Node {
     id: String,
     /// The step this node draws (index in `Definition::steps`).
     step: Option<usize>,
+    /// For the gateway of a step's `then:`, that step: the gateway was passed once the step
+    /// was done and left.
+    after: Option<usize>,
     /// CSS classes saying what it is, such as `task user` or `gateway exclusive`.
     class: &'static str,
     shape: Shape,
@@ -183,6 +186,7 @@ impl Node {
         Node {
             id,
             step: None,
+            after: None,
             class,
             shape,
             scope,
@@ -730,6 +734,7 @@ impl<'a> Graph<'a> {
                         scope,
                     );
                     node.title = format!("choice after {}", step.name);
+                    node.after = Some(i);
                     node.size();
                     let gateway = graph.push(node);
                     graph.edge(me, gateway, None, false, None);
@@ -1746,6 +1751,12 @@ impl<'a> Graph<'a> {
                 if hl.done.contains(&step.name) {
                     class.push_str(" done");
                 }
+            }
+            if let (Some(step), Some(hl)) = (node.after.and_then(|s| def.steps.get(s)), highlight)
+                && hl.done.contains(&step.name)
+                && !hl.current.contains(&step.name)
+            {
+                class.push_str(" done");
             }
             class
         };

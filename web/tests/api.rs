@@ -11,9 +11,14 @@ use serde_json::{Value, json};
 
 /// The opening tag of the SVG group drawn for `step`.
 fn step_tag<'a>(svg: &'a str, step: &str) -> &'a str {
+    node_tag(svg, &format!("step-{step}"))
+}
+
+/// The opening tag of the drawing's node with SVG id `id`.
+fn node_tag<'a>(svg: &'a str, id: &str) -> &'a str {
     let at = svg
-        .find(&format!("id=\"step-{step}\""))
-        .unwrap_or_else(|| panic!("no step-{step} in the drawing"));
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no {id} in the drawing"));
     let start = svg[..at].rfind('<').expect("tag start");
     let end = at + svg[at..].find('>').expect("tag end");
     &svg[start..=end]
@@ -143,6 +148,68 @@ async fn start_is_idempotent_with_a_request_key() {
     )
     .await
     .expect_error(400, "bad_request");
+}
+
+#[tokio::test]
+async fn passed_gateways_are_marked_done_on_the_instance_diagram() {
+    let s = Server::start().await;
+    let yaml = r#"process: gates
+start: route
+steps:
+  route:
+    decide:
+      - when: amount > 100
+        goto: both
+      - otherwise: small
+  both:
+    parallel: [check, ship]
+  check:
+    task: Check
+    form: { ok: boolean }
+    goto: join
+  ship:
+    task: Ship
+    form: { ok: boolean }
+    goto: join
+  join:
+    join: all
+    goto: done
+  small:
+    end: true
+  done:
+    end: true
+"#;
+    s.deploy("gates.yaml", yaml).await.expect(201);
+    let body = s
+        .post(
+            "/api/instances",
+            &s.admin,
+            json!({"process": "gates", "variables": {"amount": 500}}),
+        )
+        .await
+        .expect(201);
+    let id = body["id"].as_str().expect("id").to_string();
+    let svg = s
+        .get(&format!("/api/instances/{id}/diagram.svg"), &s.admin)
+        .await;
+    assert_eq!(svg.status, 200);
+    for passed in ["route", "both"] {
+        let tag = step_tag(&svg.text, passed);
+        assert!(tag.contains("done") && !tag.contains("current"), "{tag}");
+    }
+    for open in ["check", "ship"] {
+        assert!(step_tag(&svg.text, open).contains("current"));
+    }
+    assert!(!step_tag(&svg.text, "small").contains("done"));
+    let history = s
+        .get(&format!("/api/instances/{id}/history"), &s.admin)
+        .await
+        .expect(200);
+    let text = history.to_string();
+    assert!(
+        text.contains("to both") && text.contains("2 paths"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -293,6 +360,11 @@ async fn an_instance_shows_its_position_history_and_diagram() {
         step_tag(&svg.text, "wait-payment")
     );
     assert!(step_tag(&svg.text, "review").contains("done"));
+    assert!(
+        node_tag(&svg.text, "then-review").contains("done"),
+        "the choice after review was passed: {}",
+        node_tag(&svg.text, "then-review")
+    );
     assert!(!step_tag(&svg.text, "book").contains("current"));
 
     s.post(&format!("/api/instances/{id}/cancel"), &s.admin, json!({}))

@@ -715,9 +715,13 @@ impl<'a> Machine<'a> {
             }
             StepKind::Decide(choice) => {
                 let target = self.choose(t, choice)?;
+                let to = format!("to {}", self.def.step(target).name);
+                self.history("step", Some(step.id), to);
                 self.move_to(t, target);
             }
             StepKind::Parallel { branches } => {
+                let to = format!("{} paths", branches.len());
+                self.history("step", Some(step.id), to);
                 let scope = self.scope_of(t);
                 for (i, branch) in branches.iter().enumerate() {
                     if i == 0 {
@@ -746,6 +750,12 @@ impl<'a> Machine<'a> {
                         }
                     }
                 }
+                let names: Vec<&str> = targets
+                    .iter()
+                    .map(|&target| self.def.step(target).name.as_str())
+                    .collect();
+                let to = format!("to {}", names.join(", "));
+                self.history("step", Some(step.id), to);
                 let scope = self.scope_of(t);
                 for (i, target) in targets.into_iter().enumerate() {
                     if i == 0 {
