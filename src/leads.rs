@@ -706,9 +706,7 @@ fn score_report(args: &ScoreArgs) -> anyhow::Result<String> {
         table("lead-engagement")?,
         table("lead-grade")?,
     );
-    let ctx = Context {
-        now: jiff::Timestamp::now(),
-    };
+    let ctx = Context::utc(jiff::Timestamp::now());
     let every = args.every.unwrap_or(1).max(1);
     let mut scored: Vec<(rust_decimal::Decimal, bool)> = Vec::new();
     let mut grades: BTreeMap<String, (usize, usize)> = BTreeMap::new();

@@ -471,9 +471,7 @@ impl Inner {
                 self.config.file.display()
             ));
         };
-        let ctx = Context {
-            now: jiff::Timestamp::now(),
-        };
+        let ctx = Context::utc(jiff::Timestamp::now());
         // Expressions failing on this input fail the attempt: it becomes an incident after the
         // retries, where a person sees which field and why.
         let body = match eval_body(&operation.body, &request.input, &ctx, "") {

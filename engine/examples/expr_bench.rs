@@ -8,9 +8,7 @@ use ciclo_engine::expr::{Context, Expr, Template, UnaryTest};
 use ciclo_engine::{Value, Vars};
 
 fn main() {
-    let ctx = Context {
-        now: jiff::Timestamp::now(),
-    };
+    let ctx = Context::utc(jiff::Timestamp::now());
     let mut vars = Vars::new();
     vars.insert("amount".into(), Value::from(1250));
     vars.insert("score".into(), Value::from(120));

@@ -204,9 +204,7 @@ mod tests {
     use crate::value::Vars;
 
     fn ctx() -> Context {
-        Context {
-            now: "2025-03-31T09:00:00Z".parse().unwrap(),
-        }
+        Context::utc("2025-03-31T09:00:00Z".parse().unwrap())
     }
 
     /// Builds a table from cell texts, as the YAML reader would.

@@ -44,6 +44,9 @@ pub struct Definition {
     /// Step name -> index, for every step of the file (names are unique in a file).
     pub index: HashMap<String, StepId>,
     pub span: Span,
+    /// The process's time zone (`zone:`, UTC when absent): `today()` is the date there, and
+    /// timers without a zone of their own run in it.
+    pub zone: jiff::tz::TimeZone,
 }
 
 impl Definition {

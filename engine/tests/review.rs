@@ -781,9 +781,7 @@ fn string_of_a_large_list_respects_the_string_limit() {
         "huge".into(),
         Value::List((0..1_000_000).map(|i| Value::Number(i.into())).collect()),
     );
-    let ctx = Context {
-        now: ts("2027-01-04T09:00:00Z"),
-    };
+    let ctx = Context::utc(ts("2027-01-04T09:00:00Z"));
     let r = Expr::parse("string(huge)").unwrap().eval(&scope, &ctx);
     if let Ok(Value::String(s)) = &r {
         assert!(s.len() <= MAX_STRING_BYTES, "produced {} bytes", s.len());

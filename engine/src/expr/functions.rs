@@ -748,7 +748,7 @@ impl<'c, 'a> Call<'c, 'a> {
                 _ => return Err(self.wrong(ev, 0, "a text")),
             },
             Func::Now => Value::Instant(ev.ctx.now),
-            Func::Today => Value::Date(ev.ctx.now.to_zoned(TimeZone::UTC).date()),
+            Func::Today => Value::Date(ev.ctx.now.to_zoned(ev.ctx.zone.clone()).date()),
             Func::DaysBetween => {
                 let (from, to) = (self.date_of(ev, 0)?, self.date_of(ev, 1)?);
                 let span = to

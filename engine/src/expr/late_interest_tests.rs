@@ -31,9 +31,7 @@ fn vars() -> Vars {
 }
 
 fn ctx() -> Context {
-    Context {
-        now: "2025-04-21T09:00:00Z".parse().unwrap(),
-    }
+    Context::utc("2025-04-21T09:00:00Z".parse().unwrap())
 }
 
 fn eval(source: &str) -> Result<Value, ExprError> {

@@ -53,10 +53,22 @@ impl Scope for crate::value::Vars {
     }
 }
 
-/// What an evaluation may know of the world: the current instant (for `now()`).
-#[derive(Clone, Copy, Debug)]
+/// What an evaluation may know of the world: the current instant (for `now()`) and the
+/// process's time zone (`today()` is the date there).
+#[derive(Clone, Debug)]
 pub struct Context {
     pub now: jiff::Timestamp,
+    pub zone: jiff::tz::TimeZone,
+}
+
+impl Context {
+    /// At `now`, in UTC.
+    pub fn utc(now: jiff::Timestamp) -> Context {
+        Context {
+            now,
+            zone: jiff::tz::TimeZone::UTC,
+        }
+    }
 }
 
 /// An expression problem: what, and where in the expression's text (byte offset).

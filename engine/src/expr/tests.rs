@@ -8,9 +8,7 @@ use super::*;
 use crate::value::Vars;
 
 fn ctx() -> Context {
-    Context {
-        now: "2025-03-31T09:00:00Z".parse().unwrap(),
-    }
+    Context::utc("2025-03-31T09:00:00Z".parse().unwrap())
 }
 
 fn vars() -> Vars {

@@ -328,7 +328,10 @@ impl<'a> Machine<'a> {
     }
 
     fn ctx(&self) -> Context {
-        Context { now: self.now }
+        Context {
+            now: self.now,
+            zone: self.def.zone.clone(),
+        }
     }
 
     fn history(&mut self, what: &str, step: Option<StepId>, detail: String) {

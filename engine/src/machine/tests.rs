@@ -583,3 +583,24 @@ steps:
         brief(&out)
     );
 }
+
+#[test]
+fn today_is_the_date_in_the_process_zone() {
+    // 23:30 UTC on 4 January is already 5 January in Rome, still 4 January in UTC and New York.
+    let now = at("2027-01-04T23:30:00Z");
+    for (zone, expected) in [
+        ("zone: Europe/Rome\n", "2027-01-05"),
+        ("", "2027-01-04"),
+        ("zone: America/New_York\n", "2027-01-04"),
+    ] {
+        let d = def(&format!(
+            "process: t\n{zone}steps:\n  a:\n    set: {{ day: today() }}\n    goto: b\n  b:\n    task: Look\n"
+        ));
+        let (s, _) = begin(&d, now);
+        assert_eq!(
+            s.vars.get("day"),
+            Some(&Value::Date(expected.parse().unwrap())),
+            "{zone}"
+        );
+    }
+}

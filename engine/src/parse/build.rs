@@ -543,6 +543,7 @@ impl<'t, 'n> FileParser<'t, 'n> {
     ) {
         let ctx = crate::expr::Context {
             now: jiff::Timestamp::UNIX_EPOCH,
+            zone: zone.clone(),
         };
         let problem = match template.value(&crate::value::Vars::new(), &ctx) {
             Ok(value) => crate::schedule::computed_due(&value, ctx.now, zone_name, zone).err(),
@@ -740,6 +741,11 @@ impl<'t, 'n> FileParser<'t, 'n> {
             data: Value::Null,
             index: self.names.clone(),
             span: root.span,
+            zone: self
+                .zone
+                .as_deref()
+                .and_then(|name| jiff::tz::TimeZone::get(name).ok())
+                .unwrap_or(jiff::tz::TimeZone::UTC),
         };
         Parsed::Process {
             definition: Box::new(definition),

@@ -71,6 +71,10 @@ pub fn decision_page(
         });
     let ctx = Context {
         now: engine.clock().now(),
+        zone: step
+            .as_ref()
+            .map(|(def, _)| def.zone.clone())
+            .unwrap_or(jiff::tz::TimeZone::UTC),
     };
     let (summary, shown) = match &user_task {
         Some(user) => show::evaluate(user, &state.vars, &ctx),
