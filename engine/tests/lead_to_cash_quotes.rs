@@ -470,6 +470,14 @@ fn test_6_approved_through_the_tasks_the_quote_is_sent_and_quote_to_order_starts
         h.var(approval, "levels"),
         Value::List(vec!["manager".into(), "director".into()])
     );
+    // The manager gets the decision by e-mail too: one link per option, to the level's
+    // address in the approval matrix.
+    h.advance(SignedDuration::from_secs(1));
+    let links = jobs_of(&h, "links");
+    assert_eq!(links.len(), 1, "{links:?}");
+    assert_eq!(text(&links[0].input["to"]), "sales-managers@example.com");
+    assert_eq!(text(&links[0].input["name"]), "Sales manager");
+    assert_eq!(text(&links[0].input["step"]), "manager");
     complete(&h, "manager", serde_json::json!({"decision": "approve"}));
     assert!(
         jobs_of(&h, "email").is_empty(),

@@ -245,7 +245,7 @@ fn money_helper(
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
     if let Some((amount, locale)) = decimal_param(h, "money")? {
-        out.write(&format_money(amount, locale))?;
+        out.write(&ciclo_engine::value::format_money(amount, locale))?;
     }
     Ok(())
 }
@@ -260,7 +260,10 @@ fn percent_helper(
     out: &mut dyn handlebars::Output,
 ) -> handlebars::HelperResult {
     if let Some((fraction, locale)) = decimal_param(h, "percent")? {
-        let text = format_money(fraction * rust_decimal::Decimal::ONE_HUNDRED, locale);
+        let text = ciclo_engine::value::format_money(
+            fraction * rust_decimal::Decimal::ONE_HUNDRED,
+            locale,
+        );
         let text = text
             .strip_suffix(".00")
             .or_else(|| text.strip_suffix(",00"))
@@ -301,33 +304,6 @@ fn decimal_param<'a>(
         Some(other) => return Err(bad(format!("the locale {other} is not a text")).into()),
     };
     Ok(Some((number, locale)))
-}
-
-/// `amount` rounded to cents with thousands grouped: `1,220.00`, or `1.220,00` for Italian
-/// (and the other languages that write a decimal comma: de, es, fr, pt, nl).
-fn format_money(amount: rust_decimal::Decimal, locale: &str) -> String {
-    let rounded =
-        amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    let plain = format!("{:.2}", rounded.abs());
-    let (whole, cents) = plain.split_once('.').unwrap_or((&plain, "00"));
-    let language = locale.split(['-', '_']).next().unwrap_or("");
-    let (group, point) = match language {
-        "it" | "de" | "es" | "fr" | "pt" | "nl" => ('.', ','),
-        _ => (',', '.'),
-    };
-    let mut grouped = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            grouped.push(group);
-        }
-        grouped.push(digit);
-    }
-    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}{grouped}{point}{cents}")
 }
 
 /// The registry name of a part: the path it came from, without `.hbs`, so errors name the file.
@@ -384,14 +360,32 @@ mod tests {
     #[test]
     fn money_is_written_with_cents_and_grouped_thousands() {
         let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
-        assert_eq!(format_money(d("1220"), "en"), "1,220.00");
-        assert_eq!(format_money(d("1220"), "it"), "1.220,00");
-        assert_eq!(format_money(d("720.005"), "en"), "720.01");
-        assert_eq!(format_money(d("0.4"), "it-CH"), "0,40");
-        assert_eq!(format_money(d("1234567.891"), "en"), "1,234,567.89");
-        assert_eq!(format_money(d("-1000"), "en"), "-1,000.00");
-        assert_eq!(format_money(d("-0.001"), "en"), "0.00");
-        assert_eq!(format_money(d("999.999"), "en"), "1,000.00");
+        assert_eq!(
+            ciclo_engine::value::format_money(d("1220"), "en"),
+            "1,220.00"
+        );
+        assert_eq!(
+            ciclo_engine::value::format_money(d("1220"), "it"),
+            "1.220,00"
+        );
+        assert_eq!(
+            ciclo_engine::value::format_money(d("720.005"), "en"),
+            "720.01"
+        );
+        assert_eq!(ciclo_engine::value::format_money(d("0.4"), "it-CH"), "0,40");
+        assert_eq!(
+            ciclo_engine::value::format_money(d("1234567.891"), "en"),
+            "1,234,567.89"
+        );
+        assert_eq!(
+            ciclo_engine::value::format_money(d("-1000"), "en"),
+            "-1,000.00"
+        );
+        assert_eq!(ciclo_engine::value::format_money(d("-0.001"), "en"), "0.00");
+        assert_eq!(
+            ciclo_engine::value::format_money(d("999.999"), "en"),
+            "1,000.00"
+        );
 
         let dir = tempfile::tempdir().unwrap();
         write(

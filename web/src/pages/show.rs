@@ -108,7 +108,9 @@ pub fn formatted(value: &Value, format: Option<ShowFormat>) -> String {
     match (format, value) {
         (Some(ShowFormat::Money), Value::Number(n)) => money(*n),
         (Some(ShowFormat::Percent), Value::Number(n)) => {
-            format!("{} %", (n * Decimal::ONE_HUNDRED).normalize())
+            let percent = (n * Decimal::ONE_HUNDRED)
+                .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
+            format!("{} %", percent.normalize())
         }
         (Some(ShowFormat::Date), Value::Instant(t)) => t.strftime("%Y-%m-%d").to_string(),
         (_, Value::Null) => MISSING.to_string(),
@@ -118,22 +120,7 @@ pub fn formatted(value: &Value, format: Option<ShowFormat>) -> String {
 
 /// Two decimals (half away from zero), thousands grouped with commas: `12,500.00`.
 pub fn money(n: Decimal) -> String {
-    let rounded = n.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero);
-    let text = format!("{:.2}", rounded.abs());
-    let (whole, cents) = text.split_once('.').unwrap_or((&text, "00"));
-    let mut grouped = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            grouped.push(',');
-        }
-        grouped.push(digit);
-    }
-    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}{grouped}.{cents}")
+    ciclo_engine::value::format_money(n, "en")
 }
 
 #[cfg(test)]
@@ -150,6 +137,10 @@ mod tests {
         assert_eq!(
             formatted(&Value::Number(d("0.125")), Some(ShowFormat::Percent)),
             "12.5 %"
+        );
+        assert_eq!(
+            formatted(&Value::Number(d("0.1220833333")), Some(ShowFormat::Percent)),
+            "12.21 %"
         );
         assert_eq!(formatted(&Value::Null, None), MISSING);
         assert_eq!(
