@@ -1588,9 +1588,18 @@ impl<'a> Graph<'a> {
                             }
                         }
                     } else if kind == Hop::Jog {
+                        // From the height the flow arrived at (a straight hop before may
+                        // have kept its own, a fraction off the bend point's).
                         let x = jog_x(TrackKey::Jog(pair[0]));
-                        points.extend([(x, a.y), (x, b.y)]);
+                        let y = points.last().map_or(a.y, |p| p.1);
+                        points.extend([(x, y), (x, b.y)]);
                     }
+                    // A straight hop joins nodes less than half a unit apart in height: it
+                    // keeps the height it arrives at, so it stays horizontal.
+                    let target = match (kind, points.last()) {
+                        (Hop::Straight, Some(&(_, y))) if (y - b.y).abs() < 0.5 => (b.left(), y),
+                        _ => target,
+                    };
                     points.push(target);
                 }
             }

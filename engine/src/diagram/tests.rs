@@ -369,10 +369,13 @@ fn flows_run_left_to_right_and_shapes_do_not_overlap() {
                 let (p, q) = (pair[0], pair[1]);
                 assert!(
                     (p.0 - q.0).abs() < 0.01 || (p.1 - q.1).abs() < 0.01,
-                    "{}: slanted flow {} -> {}",
+                    "{}: slanted flow {} -> {}: {:?} (from y {}, to y {})",
                     def.file,
                     a.id,
-                    b.id
+                    b.id,
+                    edge.points,
+                    a.y,
+                    b.y
                 );
             }
         }
