@@ -231,6 +231,40 @@ fn a_payment_in_full_before_a_level_stops_its_letter() {
 }
 
 #[test]
+fn an_overpayment_closes_the_dunning_and_asks_accounting_to_refund_it() {
+    let mut w = World::new("2025-03-31T10:00:00Z");
+    let id = w.dun("2025/030", "1220.00", "2025-03-31", "business");
+    w.run_until("2025-04-10T10:00:00Z");
+    w.pay("2025/030", "500.00", "2025-04-10");
+    w.pay("2025/030", "800.00", "2025-04-11");
+    assert_eq!(w.h.var(id, "paid"), Value::Bool(true));
+    assert_eq!(
+        w.h.var(id, "overpaid")
+            .to_json()
+            .to_string()
+            .parse::<rust_decimal::Decimal>(),
+        Ok(dec("80.00"))
+    );
+    let task = w.h.tasks(id).into_iter().next().expect("refund task");
+    assert_eq!(task.step, "refund");
+    assert!(task.title.contains("80"), "{}", task.title);
+    assert_eq!(task.candidates, ["accounting"]);
+    w.h.engine
+        .complete_task(
+            id,
+            task.task,
+            common::vars(serde_json::json!({"decision": "refund"})),
+            "carla",
+        )
+        .expect("complete");
+    assert!(w.finished(id));
+    // An exact payment asks nothing.
+    let exact = w.dun("2025/031", "1220.00", "2025-03-31", "business");
+    w.pay("2025/031", "1220.00", "2025-04-11");
+    assert!(w.finished(exact) && w.h.tasks(exact).is_empty());
+}
+
+#[test]
 fn a_payment_the_day_before_the_first_level_sends_nothing() {
     let mut w = World::new("2025-03-31T10:00:00Z");
     let id = w.dun("2025/019", "1220.00", "2025-03-31", "business");
