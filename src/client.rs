@@ -1106,7 +1106,11 @@ fn collect_files(args: &[PathBuf]) -> Result<Vec<(String, String)>, Failure> {
         entries.sort();
         for path in entries {
             if path.is_dir() {
-                walk(&path, out)?;
+                // Connector and import mappings (`connectors/`, `imports/`) are not processes,
+                // as for `ciclo validate` and `ciclo serve --processes`.
+                if !crate::serve::is_not_processes(&path) {
+                    walk(&path, out)?;
+                }
             } else if matches!(
                 path.extension().and_then(|e| e.to_str()),
                 Some("yaml" | "yml")

@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -121,6 +122,37 @@ fn readme_deploy_of_the_served_process_folder_succeeds() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// `ciclo deploy processes/` on the shipped folder, against a server serving it: the ERP and
+/// import mappings in `connectors/` and `imports/` are not processes and are not sent (they
+/// were, and the command exited 1 with "2 of 22 file(s) not deployed").
+#[test]
+fn deploy_of_the_shipped_process_folder_skips_the_mappings() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = tempfile::tempdir().expect("temp");
+    let server = Server::start(data.path(), &repo.join("processes"));
+    let out = Command::new(env!("CARGO_BIN_EXE_ciclo"))
+        .current_dir(repo)
+        .args(["deploy", "processes/"])
+        .args(["--server", &server.url, "--token", &server.token])
+        .output()
+        .expect("ciclo deploy runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "exit {:?}:\n{text}",
+        out.status.code()
+    );
+    assert!(
+        !text.contains("erp.yaml") && !text.contains("x-education"),
+        "{text}"
+    );
+    assert!(text.contains("dunning"), "{text}");
 }
 
 /// The issue promises jobs with their last error; `/api/jobs` shows `last_error: null` even
