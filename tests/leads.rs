@@ -117,6 +117,25 @@ async fn the_same_email_again_is_an_activity_of_the_first_lead() {
             .unwrap_or("")
             .contains("external_id")
     );
+    // An address that is none is refused by name, and nothing is started.
+    for bad in ["not-an-email", "a@b@c", "<script>alert(1)</script>@x.io"] {
+        let (status, refused) = post_lead(&c, &s, json!({ "email": bad })).await;
+        assert_eq!(status, 400, "{bad}: {refused}");
+        let message = refused["message"].as_str().unwrap_or("");
+        assert!(message.contains("not an e-mail address"), "{message}");
+    }
+    let (status, refused) = post_lead(&c, &s, json!({ "email": 42 })).await;
+    assert_eq!(status, 400);
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("must be a text")
+    );
+    // A numeric external id is an id.
+    let (status, numeric) = post_lead(&c, &s, json!({ "external_id": 660737 })).await;
+    assert_eq!(status, 201, "{numeric}");
+    assert_eq!(numeric["business_key"], "lead:660737");
 }
 
 fn ciclo(args: &[&str]) -> (i32, String, String) {

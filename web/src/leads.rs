@@ -76,14 +76,60 @@ pub struct LeadArrival {
 pub fn lead_identity(lead: &serde_json::Value) -> Option<String> {
     let text = |name: &str| {
         lead.get(name)
-            .and_then(|v| v.as_str())
-            .map(str::trim)
+            .and_then(|v| match v {
+                serde_json::Value::String(s) => Some(s.trim().to_string()),
+                // An export's numeric id (`"external_id": 42`) is the text `42`.
+                serde_json::Value::Number(n) => Some(n.to_string()),
+                _ => None,
+            })
             .filter(|t| !t.is_empty())
     };
     if let Some(id) = text("external_id") {
         return Some(format!("lead:{id}"));
     }
-    text("email").map(|e| format!("email:{}", email_key(e)))
+    text("email").map(|e| format!("email:{}", email_key(&e)))
+}
+
+/// The longest external id taken (the business key must stay short enough to index).
+const MAX_EXTERNAL_ID: usize = 150;
+
+/// Refuses a lead whose `email` or `external_id` cannot be what it says, naming the field, the
+/// value and what is expected. A missing or empty `email` is fine (a lead may have none).
+fn check_lead(lead: &serde_json::Value) -> Result<(), ApiError> {
+    match lead.get("email") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::String(email)) => {
+            let trimmed = email.trim();
+            if !trimmed.is_empty() && trimmed.parse::<lettre::Address>().is_err() {
+                let shown: String = trimmed.chars().take(80).collect();
+                return Err(ApiError::bad_request(format!(
+                    "`email` {shown:?} is not an e-mail address: write one address such as \
+                     mario.rossi@example.it, or leave it out"
+                )));
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`email` must be a text such as \"mario.rossi@example.it\", not {other}"
+            )));
+        }
+    }
+    match lead.get("external_id") {
+        None | Some(serde_json::Value::Null | serde_json::Value::Number(_)) => {}
+        Some(serde_json::Value::String(id)) if id.trim().chars().count() > MAX_EXTERNAL_ID => {
+            return Err(ApiError::bad_request(format!(
+                "`external_id` is {} characters long; at most {MAX_EXTERNAL_ID} are taken",
+                id.trim().chars().count()
+            )));
+        }
+        Some(serde_json::Value::String(_)) => {}
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "`external_id` must be a text or a number, not {other}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Takes an arriving lead: starts its instance or records an activity on the existing one.
@@ -97,6 +143,7 @@ pub fn arrive(
     if !lead.is_object() {
         return Err(ApiError::bad_request("`lead` must be a JSON object"));
     }
+    check_lead(&lead)?;
     let business_key = lead_identity(&lead).ok_or_else(|| {
         ApiError::bad_request("a lead needs a non-empty `external_id` or `email`")
     })?;
