@@ -351,6 +351,14 @@ impl<'c, 'a> Call<'c, 'a> {
             tiers.push((from, discount));
         }
         tiers.sort_by_key(|tier| tier.0);
+        // Two tiers from the same quantity: which discount applies is not said. Refused, as
+        // a price list that means two things must be fixed, not read one way silently.
+        if let Some(pair) = tiers.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+            return Err(self.fail(format!(
+                "two tiers start at {} (discounts {} and {}): each tier needs its own `from`",
+                pair[0].0, pair[0].1, pair[1].1
+            )));
+        }
         let overflow = || self.fail("the amount is too large for a number");
         let at_discount = |units: Decimal, discount: Decimal| -> Result<Decimal, ExprError> {
             units

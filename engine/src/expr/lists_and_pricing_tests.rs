@@ -208,6 +208,10 @@ fn tier_price_all_units_and_per_band() {
 
 #[test]
 fn tier_price_refuses_bad_input() {
+    let two = err(
+        r#"tier_price([{from: 10, discount: 0.10}, {from: 10, discount: 0.15}], 60, 100, "all_units")"#,
+    );
+    assert!(two.contains("two tiers start at 10"), "{two}");
     assert!(err(r#"tier_price(tiers, 60, 100, "bands")"#).contains("per_band"));
     assert!(err(r#"tier_price(tiers, -1, 100, "per_band")"#).contains("quantity"));
     assert!(
