@@ -499,14 +499,15 @@ fn import_key(external_id: &str, lead: &serde_json::Value) -> String {
 
 fn reason_kind(reason: &str) -> String {
     // Group by the reason without the value in backquotes: "column `TotalVisits`: `x` is not
-    // a number" and the same with `y` are one kind.
+    // a number" and the same with `y` are one kind. The value is the quoted part right after
+    // ": "; other quoted parts are names ("a non-empty `external_id` or `email`") and stay.
     let mut out = String::new();
     let mut inside = false;
     let mut quoted = String::new();
     for c in reason.chars() {
         if c == '`' {
             if inside {
-                if quoted.contains(' ') || out.ends_with("column ") {
+                if !out.ends_with(": ") {
                     out.push('`');
                     out.push_str(&quoted);
                     out.push('`');
@@ -870,6 +871,14 @@ mod tests {
         assert_eq!(
             reason_kind("column `TotalVisits`: `x` is not a number"),
             "column `TotalVisits`: `…` is not a number"
+        );
+        assert_eq!(
+            reason_kind("a lead needs a non-empty `external_id` or `email`"),
+            "a lead needs a non-empty `external_id` or `email`"
+        );
+        assert_eq!(
+            reason_kind("`email`: `a@b@c` is not an e-mail address"),
+            "`email`: `…` is not an e-mail address"
         );
         assert_eq!(
             reason_kind("36 fields, the header has 38"),

@@ -101,10 +101,10 @@ fn check_lead(lead: &serde_json::Value) -> Result<(), ApiError> {
         Some(serde_json::Value::String(email)) => {
             let trimmed = email.trim();
             if !trimmed.is_empty() && trimmed.parse::<lettre::Address>().is_err() {
-                let shown: String = trimmed.chars().take(80).collect();
+                let shown: String = trimmed.chars().take(80).filter(|c| *c != '`').collect();
                 return Err(ApiError::bad_request(format!(
-                    "`email` {shown:?} is not an e-mail address: write one address such as \
-                     mario.rossi@example.it, or leave it out"
+                    "`email`: `{shown}` is not an e-mail address (write one address such as \
+                     mario.rossi@example.it, or leave it out)"
                 )));
             }
         }
