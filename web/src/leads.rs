@@ -291,6 +291,10 @@ mod tests {
             Some("email:mario.rossi+news@example.it")
         );
         assert_eq!(lead_identity(&json!({"email": "  "})), None);
-        assert_eq!(lead_identity(&json!({"external_id": 12})), None);
+        assert_eq!(
+            lead_identity(&json!({"external_id": 12})).as_deref(),
+            Some("lead:12")
+        );
+        assert_eq!(lead_identity(&json!({"external_id": true})), None);
     }
 }
