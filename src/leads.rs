@@ -23,8 +23,9 @@ use crate::client::Remote;
 
 #[derive(Subcommand)]
 pub enum ImportCommand {
-    /// Import leads from a CSV export into a running server: one `POST /api/leads` per row,
-    /// then a summary (imported, duplicates, rejected rows with reasons, hot/warm/cold,
+    /// Import leads from a CSV export into a running server, or into a data folder (`--data`;
+    /// a server is started on it for the import when none answers): one `POST /api/leads` per
+    /// row, then a summary (imported, duplicates, rejected rows with reasons, hot/warm/cold,
     /// assigned per salesperson, suppressed e-mails).
     Leads(ImportArgs),
 }
@@ -48,8 +49,115 @@ pub struct ImportArgs {
     /// mail at, such as example.com.
     #[arg(long, value_name = "DOMAIN")]
     pub placeholder_email: Option<String>,
+    /// The data folder to import into. When a server answers at --server, the import goes
+    /// through it with the folder's admin token; when none does, `ciclo serve` is started on
+    /// the folder (with --processes) for the import, and stopped after it: the leads' work
+    /// (nurture e-mails, timers) goes on at the next `ciclo serve`.
+    #[arg(long, env = "CICLO_DATA")]
+    pub data: Option<PathBuf>,
+    /// With --data and no server running: the process folder the started server deploys.
+    #[arg(long, default_value = "processes")]
+    pub processes: PathBuf,
     #[command(flatten)]
     pub remote: Remote,
+}
+
+/// `ciclo serve` started on a data folder for an import, stopped (SIGTERM, then waited for)
+/// when dropped.
+struct ImportServer {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ImportServer {
+    fn start(data: &Path, processes: &Path) -> anyhow::Result<ImportServer> {
+        use std::io::BufRead as _;
+        let exe = std::env::current_exe().context("cannot find the ciclo program itself")?;
+        std::fs::create_dir_all(data)
+            .with_context(|| format!("cannot create the data folder {}", data.display()))?;
+        // Its log goes to a file in the data folder (a pipe nobody reads would fill up).
+        let log_path = data.join("import-server.log");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("cannot write {}", log_path.display()))?;
+        let mut child = std::process::Command::new(exe)
+            .arg("serve")
+            .arg("--data")
+            .arg(data)
+            .arg("--processes")
+            .arg(processes)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .context("cannot start `ciclo serve` for the import")?;
+        let stdout = child
+            .stdout
+            .take()
+            .context("no output from `ciclo serve`")?;
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => {
+                    let _ = child.wait();
+                    let why = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    return Err(UserError(format!(
+                        "`ciclo serve --data {} --processes {}` did not start: {}",
+                        data.display(),
+                        processes.display(),
+                        why.trim()
+                    ))
+                    .into());
+                }
+            }
+        };
+        // Keep reading its output so that it never blocks on a full pipe.
+        std::thread::spawn(move || lines.for_each(drop));
+        eprintln!(
+            "started ciclo serve on {} at {url} for the import (log: {})",
+            data.display(),
+            log_path.display()
+        );
+        Ok(ImportServer { child, url })
+    }
+}
+
+impl Drop for ImportServer {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.child.id()) {
+            // SAFETY: kill(2) on the pid of our own child, which has not been waited for, so
+            // the pid cannot have been reused.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether a Ciclo server answers `GET /healthz` at `base`.
+fn server_answers(base: &str) -> bool {
+    let (Ok(runtime), Ok(client)) = (
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(3))
+            .build(),
+    ) else {
+        return false;
+    };
+    runtime.block_on(async {
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    })
 }
 
 /// `--placeholder-email`: an address for every lead that has none.
@@ -390,13 +498,35 @@ fn import(args: &ImportArgs) -> anyhow::Result<Summary> {
     if let Some(domain) = &args.placeholder_email {
         add_placeholder_emails(&mut file.rows, domain).map_err(UserError)?;
     }
-    let token = match &args.remote.token {
-        Some(t) => t.trim().to_string(),
-        None => crate::client::default_token()
+    let mut base = args.remote.server.trim().trim_end_matches('/').to_string();
+    let mut _server = None;
+    if let Some(data) = &args.data
+        && !server_answers(&base)
+    {
+        let server = ImportServer::start(data, &args.processes)?;
+        base = server.url.trim_end_matches('/').to_string();
+        _server = Some(server);
+    }
+    let token = match (&args.remote.token, &args.data) {
+        (Some(t), _) => t.trim().to_string(),
+        (None, Some(data)) => {
+            let path = data.join("admin-token");
+            std::fs::read_to_string(&path)
+                .map(|t| t.trim().to_string())
+                .map_err(|e| {
+                    UserError(format!(
+                        "cannot read the admin token {}: {e} (is {} a Ciclo data folder?)",
+                        path.display(),
+                        data.display()
+                    ))
+                })?
+        }
+        (None, None) => crate::client::default_token()
             .map_err(UserError)?
-            .ok_or_else(|| UserError("no token: give --token or CICLO_TOKEN".into()))?,
+            .ok_or_else(|| {
+                UserError("no token: give --token or CICLO_TOKEN, or --data DIR".into())
+            })?,
     };
-    let base = args.remote.server.trim().trim_end_matches('/').to_string();
     let mut summary = Summary {
         rows: file.total(),
         ..Default::default()

@@ -221,6 +221,79 @@ async fn the_sample_export_imports_once_and_reports_bad_rows_by_line() {
     assert_eq!(n(&second, "rejected"), 2, "{second}");
 }
 
+/// `--data DIR` with no server running: the import starts `ciclo serve` on the folder, imports,
+/// and stops it; a second import adds nothing; a server started on the folder afterwards has
+/// the 27 leads. With a server running on the folder, the import goes through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_import_into_a_data_folder_starts_a_server_for_it() {
+    let data = tempfile::tempdir().expect("temp");
+    let folder = data.path().join("ciclo-data");
+    let folder_text = folder.to_str().expect("utf-8");
+    let into_folder = || {
+        ciclo(&[
+            "import",
+            "leads",
+            "tests/data/leads-sample.csv",
+            "--mapping",
+            "processes/imports/x-education.yaml",
+            "--data",
+            folder_text,
+            // Nothing listens there: the import must start its own server.
+            "--server",
+            "http://127.0.0.1:9",
+            "--settle-seconds",
+            "20",
+            "--json",
+        ])
+    };
+    let (code, out, err) = into_folder();
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("started ciclo serve on"), "{err}");
+    let first: Value = serde_json::from_str(&out).expect("--json summary");
+    assert_eq!(n(&first, "imported"), 27, "{first}");
+    let (code, out, err) = into_folder();
+    assert_eq!(code, 0, "{out}\n{err}");
+    let second: Value = serde_json::from_str(&out).expect("--json summary");
+    assert_eq!(n(&second, "imported"), 0, "{second}");
+    assert_eq!(n(&second, "already_imported"), 28, "{second}");
+
+    // The folder is a normal data folder: a server on it has the 28 lead instances, and an
+    // import while it runs goes through it.
+    let s = Server::start(&folder, &repo().join("processes"));
+    let c = reqwest::Client::new();
+    let listed: Value = c
+        .get(format!(
+            "{}/api/instances?definition=lead-intake&limit=100",
+            s.url
+        ))
+        .bearer_auth(&s.token)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    let items = listed["items"].as_array().expect("items");
+    // 27 leads: of the 28 rows taken, one is a duplicate (an activity on another lead).
+    assert_eq!(items.len(), 27, "{listed}");
+    let (code, out, err) = ciclo(&[
+        "import",
+        "leads",
+        "tests/data/leads-sample.csv",
+        "--mapping",
+        "processes/imports/x-education.yaml",
+        "--data",
+        folder_text,
+        "--server",
+        &s.url,
+        "--json",
+    ]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(!err.contains("started ciclo serve"), "{err}");
+    let third: Value = serde_json::from_str(&out).expect("--json summary");
+    assert_eq!(n(&third, "already_imported"), 28, "{third}");
+}
+
 /// `--placeholder-email`: the anonymised file has no addresses; with a placeholder domain the
 /// warm leads' nurture e-mails land in the outbox, addressed `<prospect id>@example.com`, and
 /// a Do Not Email lead still gets none. A bad domain is refused before anything is sent.
