@@ -829,3 +829,79 @@ fn a_ca_file_that_is_not_pem_is_refused_at_start() {
     };
     assert!(error.contains("BEGIN CERTIFICATE"), "{error}");
 }
+
+/// The shipped lead-to-cash templates render with what the processes give them: amounts as
+/// money in each language, a customer without a name greeted without a dangling space.
+#[test]
+fn the_shipped_letters_and_quotes_write_amounts_as_money() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let templates = Templates::load(&root.join("processes/templates")).expect("templates load");
+    let quote = serde_json::json!({"quote": {
+        "number": "Q-2025-7", "valid_until": "2025-05-01", "currency": "EUR",
+        "customer": {"name": null, "email": "buyer@example.com"},
+        "lines": [{"name": "Widget", "qty": 60, "list_price": 100, "net": 5100}],
+        "total": 5100, "vat": 1122, "discount": 0.15,
+    }});
+    let en = templates.render("quote-email", None, &quote).expect("en");
+    assert!(en.text.starts_with("Hello,"), "{}", en.text);
+    assert!(
+        en.text.contains("Total 5,100.00 EUR + VAT 1,122.00 EUR"),
+        "{}",
+        en.text
+    );
+    assert!(
+        en.html.contains("<td>100.00</td><td>5,100.00</td>"),
+        "{}",
+        en.html
+    );
+    let it = templates
+        .render("quote-email", Some("it"), &quote)
+        .expect("it");
+    assert!(
+        it.text.contains("Totale 5.100,00 EUR + IVA 1.122,00 EUR"),
+        "{}",
+        it.text
+    );
+
+    let letter = serde_json::json!({
+        "invoice": {"number": "2025/017", "due_date": "2025-03-31",
+                    "customer": {"name": "Rossi srl"}},
+        "letter": {"level": 2, "date": "2025-04-21", "currency": "EUR", "principal": 720,
+                   "claims_interest": true, "interest": 6.15, "claims_compensation": true,
+                   "compensation": 40, "fee": 0, "total": 766.15},
+    });
+    let en = templates
+        .render("dunning-level-2", None, &letter)
+        .expect("en");
+    assert!(
+        en.text.contains("Outstanding principal: 720.00 EUR"),
+        "{}",
+        en.text
+    );
+    assert!(en.text.contains("Total due: 766.15 EUR"), "{}", en.text);
+    let it = templates
+        .render("dunning-level-2", Some("it"), &letter)
+        .expect("it");
+    assert!(
+        it.text.contains("Capitale da pagare: 720,00 EUR"),
+        "{}",
+        it.text
+    );
+
+    let approval = serde_json::json!({
+        "quote": {"number": "Q-2025-7", "total": 12500, "discount": 0.1220833333,
+                  "customer": {"name": "Acme"}},
+        "person": {"name": "Sales manager"}, "task": {"title": "Approve quote Q-2025-7"},
+        "links": {"approve": "https://x.example/l/a?t=1&u=2", "reject": "https://x.example/l/r"},
+    });
+    let en = templates
+        .render("approval-request", None, &approval)
+        .expect("en");
+    assert!(en.text.contains("Total: 12,500.00 EUR"), "{}", en.text);
+    assert!(en.text.contains("Discount: 12.21%"), "{}", en.text);
+    assert!(
+        en.text.contains("https://x.example/l/a?t=1&u=2"),
+        "{}",
+        en.text
+    );
+}
