@@ -896,6 +896,20 @@ async fn serve(
     );
 
     let metrics = ciclo_web::install_metrics();
+    // `install_recorder` starts no upkeep task: without one, every histogram sample stays in
+    // memory until `/metrics` is next rendered, which may be never (under HTTP load the
+    // server grew by the samples of every request). Fold them into the histograms every
+    // 5 s, as the exporter's own upkeep task does.
+    tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    });
     let stopping = ciclo_web::Stopping::default();
     let web_config = ciclo_web::WebConfig {
         stopping: stopping.clone(),
