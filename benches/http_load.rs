@@ -12,7 +12,8 @@
 //! 2. the same for completing user tasks (`POST /api/tasks/{instance}/{task}/complete`), each
 //!    request a distinct open task, created beforehand through the API (not measured);
 //! 3. a steady run (default 10 minutes) of starts and completions at a fixed rate each, the
-//!    server's resident memory (`/proc/<pid>/status`) sampled every 30 s.
+//!    server's resident memory (`/proc/<pid>/status`) and the size of its data folder sampled
+//!    every 30 s.
 //!
 //! Why a load generator of our own: `wrk` is closed-loop (a slow answer delays the next
 //! request, which hides the latency it would have seen: coordinated omission); `oha` sends at
@@ -26,7 +27,9 @@
 //! of requests/s), CICLO_LOAD_STEP_S (seconds per rate, default 15), CICLO_LOAD_STEADY_S
 //! (default 600), CICLO_LOAD_STEADY_RATE (starts/s and as many completions/s, default 1000),
 //! CICLO_LOAD_SAMPLE_S (memory sample period, default 30), CICLO_LOAD_P99_MS (default 20).
-//! `CICLO_LOG` reaches the server (its default, `info`, logs one line per request, to a file
+//! `CICLO_RETENTION` and `CICLO_RETENTION_SWEEP` (how long finished instances are kept, and
+//! how often the sweep that removes them runs; `ciclo serve --help`) and `CICLO_LOG` reach
+//! the server (its default, `info`, logs one line per request, to a file
 //! in the temporary folder). Without `--bench` (as `cargo test --all-targets` runs it) it is a
 //! quick run of a few seconds at low rates.
 
@@ -525,10 +528,12 @@ fn main() {
     );
     let server = Server::start(&data, &processes, &log);
     println!(
-        "server {} (pid {}, store {}), data {}, log {}",
+        "server {} (pid {}, store {}, retention {}, sweep every {}), data {}, log {}",
         server.url,
         server.child.id(),
         std::env::var("CICLO_STORE").unwrap_or_else(|_| "sled".into()),
+        std::env::var("CICLO_RETENTION").unwrap_or_else(|_| "90d".into()),
+        std::env::var("CICLO_RETENTION_SWEEP").unwrap_or_else(|_| "1h".into()),
         data.display(),
         log.display()
     );
@@ -570,7 +575,7 @@ fn main() {
             show(completes)
         );
 
-        steady(&load, &server, &options).await;
+        steady(&load, &server, &data, &options).await;
     });
     let bytes = dir_size(&data);
     println!(
@@ -581,9 +586,9 @@ fn main() {
 }
 
 /// Starts and completions at `options.steady_rate` each for `options.steady`, the server's
-/// memory sampled every `options.sample`. Completions take the tasks the run's own starts
-/// opened, one second behind them.
-async fn steady(load: &Load, server: &Server, options: &Options) {
+/// memory and the size of its data folder sampled every `options.sample`. Completions take
+/// the tasks the run's own starts opened, one second behind them.
+async fn steady(load: &Load, server: &Server, data: &Path, options: &Options) {
     let rate = options.steady_rate;
     let count = (rate * options.steady.as_secs_f64()).round() as usize;
     load.tasks.lock().unwrap_or_else(|e| e.into_inner()).clear();
@@ -597,9 +602,10 @@ async fn steady(load: &Load, server: &Server, options: &Options) {
     let began = Instant::now();
     let rss_start = server.rss_bytes();
     println!(
-        "  {:>6.0} s  server RSS {:>6.1} MiB",
+        "  {:>6.0} s  server RSS {:>6.1} MiB  data {:>6.0} MiB",
         0.0,
-        rss_start as f64 / 1048576.0
+        rss_start as f64 / 1048576.0,
+        dir_size(data) as f64 / 1048576.0
     );
     let origin = began + Duration::from_millis(20);
     let starts = tokio::spawn(open_loop(
@@ -623,9 +629,10 @@ async fn steady(load: &Load, server: &Server, options: &Options) {
             let rss = server.rss_bytes();
             samples.push(rss);
             println!(
-                "  {:>6.0} s  server RSS {:>6.1} MiB",
+                "  {:>6.0} s  server RSS {:>6.1} MiB  data {:>6.0} MiB",
                 began.elapsed().as_secs_f64(),
-                rss as f64 / 1048576.0
+                rss as f64 / 1048576.0,
+                dir_size(data) as f64 / 1048576.0
             );
             next += options.sample;
         }

@@ -42,6 +42,16 @@ pub struct ServeArgs {
     /// clock starts at. Default: now.
     #[arg(long, env = "CICLO_CLOCK_START", requires = "clock_speed")]
     pub clock_start: Option<String>,
+    /// How long a finished instance is kept, with its history, before the retention sweep
+    /// removes it: a duration (`90d`, `12h`, `2m`, `1h30m`, `PT2M`; a day is 24 hours) or
+    /// `forever`. Wins over `retention` and `retention_days` in the config file. Default 90
+    /// days.
+    #[arg(long, env = "CICLO_RETENTION")]
+    pub retention: Option<String>,
+    /// How often the retention sweep runs: a duration of at least one second (`1h`, `30s`).
+    /// Default one hour. Each sweep scans every instance in the store.
+    #[arg(long, env = "CICLO_RETENTION_SWEEP")]
+    pub retention_sweep: Option<String>,
 }
 
 /// The engine's clock: the system's, or with `--clock-speed` one that runs faster.
@@ -87,7 +97,13 @@ struct FileConfig {
     /// `sled` (default) or `redb`.
     store: Option<String>,
     /// Days a finished instance is kept, with its history. Default 90; 0 keeps them for ever.
+    /// `retention` says the same as a duration; set one of the two.
     retention_days: Option<u32>,
+    /// How long a finished instance is kept, with its history: a duration (`90d`, `12h`,
+    /// `2m`, `PT2M`; a day is 24 hours) or `forever`. Default 90 days.
+    retention: Option<String>,
+    /// How often the retention sweep runs (`1h`, `30s`; at least one second). Default 1 hour.
+    retention_sweep: Option<String>,
     /// The `From:` address of e-mails. Default `ciclo@localhost`.
     mail_from: Option<String>,
     /// Send e-mails through an SMTP server. Without this table they are written to the outbox
@@ -254,7 +270,10 @@ pub struct Config {
     pub processes: PathBuf,
     pub log_format: String,
     pub store: String,
-    pub retention_days: u32,
+    /// How long finished instances are kept; `None`: for ever.
+    pub retention: Option<jiff::SignedDuration>,
+    /// How often the retention sweep runs.
+    pub retention_sweep: std::time::Duration,
     pub mail_from: String,
     pub mail_reply_to: Option<String>,
     /// `None`: e-mails go to the outbox folder.
@@ -375,7 +394,25 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from("processes")),
             log_format,
             store,
-            retention_days: file.retention_days.unwrap_or(90),
+            retention: retention(
+                args.retention.as_deref(),
+                file.retention.as_deref(),
+                file.retention_days,
+            )?,
+            retention_sweep: match args
+                .retention_sweep
+                .as_deref()
+                .or(file.retention_sweep.as_deref())
+            {
+                None => RuntimeOptions::default().retention_sweep,
+                Some(text) => {
+                    let every = config_duration("retention_sweep", text)?;
+                    if every < jiff::SignedDuration::from_secs(1) {
+                        bail!("retention_sweep = {text:?}: give at least one second (such as 30s)");
+                    }
+                    std::time::Duration::try_from(every)?
+                }
+            },
             mail_from: smtp_from
                 .or(file.mail_from)
                 .unwrap_or_else(|| "ciclo@localhost".into()),
@@ -407,6 +444,58 @@ impl Config {
             users: file.users,
         })
     }
+}
+
+/// How long finished instances are kept: `--retention` (or `CICLO_RETENTION`), else the
+/// file's `retention` or `retention_days` (not both), else 90 days. `None`: for ever.
+fn retention(
+    flag: Option<&str>,
+    file: Option<&str>,
+    file_days: Option<u32>,
+) -> anyhow::Result<Option<jiff::SignedDuration>> {
+    if file.is_some() && file_days.is_some() {
+        bail!(
+            "the config file sets both `retention` and `retention_days`: keep one (`retention` takes a duration such as \"90d\")"
+        );
+    }
+    let text = match (flag, file, file_days) {
+        (Some(text), _, _) | (None, Some(text), _) => text,
+        (None, None, Some(0)) => return Ok(None),
+        (None, None, Some(days)) => {
+            return Ok(Some(jiff::SignedDuration::from_hours(24 * i64::from(days))));
+        }
+        (None, None, None) => return Ok(RuntimeOptions::default().retention),
+    };
+    if text.trim().eq_ignore_ascii_case("forever") {
+        return Ok(None);
+    }
+    let kept = config_duration("retention", text)?;
+    if kept.is_zero() {
+        bail!(
+            "retention = {text:?} would remove instances as soon as they end: give a duration longer than zero, or `forever`"
+        );
+    }
+    Ok(Some(kept))
+}
+
+/// A duration of the configuration: jiff's friendly format (`90d`, `12h`, `2m`, `30s`,
+/// `1h30m`, `2 minutes`) or ISO 8601 (`P90D`, `PT2M`), a day counting 24 hours. Months and
+/// years are refused (their length varies), and so is a negative duration.
+fn config_duration(key: &str, text: &str) -> anyhow::Result<jiff::SignedDuration> {
+    let hint = "write it as 90d, 12h, 2m, 30s or PT2M";
+    let span: jiff::Span = text
+        .trim()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{key} = {text:?} is not a duration ({e}): {hint}"))?;
+    let duration = span
+        .to_duration(jiff::SpanRelativeTo::days_are_24_hours())
+        .map_err(|_| {
+            anyhow::anyhow!("{key} = {text:?}: months and years have no fixed length; {hint}")
+        })?;
+    if duration.is_negative() {
+        bail!("{key} = {text:?} is negative: {hint}");
+    }
+    Ok(duration)
 }
 
 fn read_config(path: &Path) -> anyhow::Result<FileConfig> {
@@ -791,13 +880,12 @@ async fn serve(
             }),
         }),
     );
-    let retention = (config.retention_days > 0)
-        .then(|| jiff::SignedDuration::from_hours(24 * i64::from(config.retention_days)));
     let handle = Runtime::spawn(
         engine.clone(),
         connectors,
         RuntimeOptions {
-            retention,
+            retention: config.retention,
+            retention_sweep: config.retention_sweep,
             // Under a fast clock a pause of 200 ms real time is hours of process time.
             poll: match config.clock_speed {
                 Some(_) => std::time::Duration::from_millis(20),
@@ -808,6 +896,20 @@ async fn serve(
     );
 
     let metrics = ciclo_web::install_metrics();
+    // `install_recorder` starts no upkeep task: without one, every histogram sample stays in
+    // memory until `/metrics` is next rendered, which may be never (under HTTP load the
+    // server grew by the samples of every request). Fold them into the histograms every
+    // 5 s, as the exporter's own upkeep task does.
+    tokio::spawn({
+        let metrics = metrics.clone();
+        async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(5));
+            loop {
+                every.tick().await;
+                metrics.run_upkeep();
+            }
+        }
+    });
     let stopping = ciclo_web::Stopping::default();
     let web_config = ciclo_web::WebConfig {
         stopping: stopping.clone(),
@@ -974,6 +1076,68 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(error.contains("CICLO_SMTP_PORT"), "{error}");
+    }
+
+    #[test]
+    fn retention_takes_a_duration_or_days_and_refuses_bad_values() {
+        let days = |d: i64| Some(jiff::SignedDuration::from_hours(24 * d));
+        assert_eq!(retention(None, None, None).unwrap(), days(90));
+        assert_eq!(retention(None, None, Some(30)).unwrap(), days(30));
+        assert_eq!(
+            retention(None, None, Some(0)).unwrap(),
+            None,
+            "0 days: for ever"
+        );
+        assert_eq!(retention(None, Some("90d"), None).unwrap(), days(90));
+        assert_eq!(
+            retention(None, Some("PT2M"), None).unwrap(),
+            Some(jiff::SignedDuration::from_mins(2))
+        );
+        assert_eq!(
+            retention(None, Some("1h30m"), None).unwrap(),
+            Some(jiff::SignedDuration::from_mins(90))
+        );
+        assert_eq!(retention(None, Some("forever"), None).unwrap(), None);
+        // The flag (or CICLO_RETENTION) wins over the file's keys.
+        assert_eq!(
+            retention(Some("2m"), None, Some(30)).unwrap(),
+            Some(jiff::SignedDuration::from_mins(2))
+        );
+        for (text, says) in [
+            ("soon", "is not a duration"),
+            ("0s", "longer than zero"),
+            ("-5m", "negative"),
+            ("1 month", "no fixed length"),
+        ] {
+            let error = retention(None, Some(text), None).unwrap_err().to_string();
+            assert!(
+                error.contains(says) && error.contains("retention"),
+                "{text}: {error}"
+            );
+        }
+        let error = retention(None, Some("2m"), Some(30))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("both"), "{error}");
+    }
+
+    #[test]
+    fn the_retention_sweep_interval_is_a_duration_of_a_second_or_more() {
+        let resolve = |text: &str| {
+            Config::resolve(&ServeArgs {
+                retention_sweep: Some(text.into()),
+                config: Some(PathBuf::from("/dev/null")),
+                ..Default::default()
+            })
+        };
+        assert_eq!(
+            resolve("30s").unwrap().retention_sweep,
+            std::time::Duration::from_secs(30)
+        );
+        let error = resolve("500ms").unwrap_err().to_string();
+        assert!(error.contains("at least one second"), "{error}");
+        let error = resolve("often").unwrap_err().to_string();
+        assert!(error.contains("retention_sweep"), "{error}");
     }
 
     #[test]

@@ -279,7 +279,8 @@ impl Engine {
         Ok(engine)
     }
 
-    /// Sets a hook called at named points (`job-returned`), for crash tests.
+    /// Sets a hook called at named points (`job-returned`, `timer-firing`), for crash tests
+    /// and tests that hold a firing in flight.
     pub fn with_failpoint(mut self, failpoint: Failpoint) -> Engine {
         self.failpoint = Some(failpoint);
         self
@@ -867,6 +868,7 @@ impl Engine {
     /// Fires one due timer. Returns whether it changed its instance (a timer whose step has
     /// moved on is only removed).
     pub fn fire_timer(&self, timer: &TimerRecord, now: Timestamp) -> Result<bool> {
+        self.failpoint("timer-firing");
         if timer.instance == Uuid::nil() {
             return self.fire_start_timer(timer, now);
         }

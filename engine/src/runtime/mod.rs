@@ -5,6 +5,7 @@
 mod engine;
 pub mod metrics;
 mod publish;
+mod timers;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -131,8 +132,9 @@ pub struct RuntimeOptions {
     pub poll: Duration,
     /// Jobs taken per look.
     pub job_batch: usize,
-    /// Timers fired per look.
-    pub timer_batch: usize,
+    /// Timer firings in flight at most (each a transaction of its own, sharing the store's
+    /// group commit). The timer loop keeps them in flight continuously, not in rounds.
+    pub timer_firings: usize,
     /// Finished instances are removed, with their history, this long after they ended
     /// (`None`: kept for ever).
     pub retention: Option<jiff::SignedDuration>,
@@ -145,7 +147,7 @@ impl Default for RuntimeOptions {
         RuntimeOptions {
             poll: Duration::from_millis(200),
             job_batch: 64,
-            timer_batch: 512,
+            timer_firings: 64,
             retention: Some(jiff::SignedDuration::from_hours(24 * 90)),
             retention_sweep: Duration::from_secs(3600),
         }
@@ -186,7 +188,11 @@ impl Runtime {
         options: RuntimeOptions,
     ) -> RuntimeHandle {
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let timers = tokio::spawn(timer_loop(engine.clone(), options.clone(), stopped.clone()));
+        let timers = tokio::spawn(timers::timer_loop(
+            engine.clone(),
+            options.clone(),
+            stopped.clone(),
+        ));
         let mut tasks = vec![timers];
         if let Some(retention) = options.retention {
             tasks.push(tokio::spawn(retention_loop(
@@ -208,87 +214,6 @@ impl Runtime {
             tasks: Arc::new(Mutex::new(tasks)),
         }
     }
-}
-
-async fn timer_loop(
-    engine: Arc<Engine>,
-    options: RuntimeOptions,
-    mut stopped: tokio::sync::watch::Receiver<bool>,
-) {
-    let e = engine.clone();
-    match tokio::task::spawn_blocking(move || e.arm_start_timers()).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "arming timer start events failed"),
-        Err(e) => tracing::error!(error = %e, "arming timer start events panicked"),
-    }
-    loop {
-        if *stopped.borrow() {
-            return;
-        }
-        let wake = engine.wake.notified();
-        let limit = options.timer_batch;
-        let pause = match fire_due(&engine, limit).await {
-            Ok((due, _)) if due >= limit => Duration::ZERO,
-            Ok((_, Some(next))) => {
-                let wait = next.duration_since(engine.clock().now());
-                if wait.is_negative() || wait.is_zero() {
-                    Duration::ZERO
-                } else {
-                    Duration::try_from(wait)
-                        .unwrap_or(options.poll)
-                        .min(options.poll)
-                }
-            }
-            Ok((_, None)) => options.poll,
-            Err(e) => {
-                tracing::error!(error = %e, "timer task panicked");
-                options.poll
-            }
-        };
-        if pause.is_zero() {
-            continue;
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(pause) => {}
-            _ = wake => {}
-            _ = stopped.changed() => return,
-        }
-    }
-}
-
-/// Fires every due timer, many at once (each its own transaction, so that they share the
-/// store's group commit), and returns how many were due and when the next one is.
-async fn fire_due(
-    engine: &Arc<Engine>,
-    limit: usize,
-) -> Result<(usize, Option<Timestamp>), tokio::task::JoinError> {
-    let e = engine.clone();
-    let now = engine.clock().now();
-    let due = match tokio::task::spawn_blocking(move || e.store().due_timers(now, limit)).await? {
-        Ok(due) => due,
-        Err(e) => {
-            tracing::error!(error = %e, "reading due timers failed");
-            Vec::new()
-        }
-    };
-    let count = due.len();
-    let mut firing = tokio::task::JoinSet::new();
-    for timer in due {
-        // Bounded: a million due timers must not become a million threads.
-        while firing.len() >= 64 {
-            firing.join_next().await;
-        }
-        let e = engine.clone();
-        firing.spawn_blocking(move || {
-            if let Err(error) = e.fire_timer(&timer, now) {
-                tracing::error!(%error, instance = %timer.instance, timer = timer.timer, "firing a timer failed");
-            }
-        });
-    }
-    while firing.join_next().await.is_some() {}
-    let e = engine.clone();
-    let next = tokio::task::spawn_blocking(move || e.store().next_timer()).await?;
-    Ok((count, next.ok().flatten().map(|t| t.due)))
 }
 
 /// Removes finished instances older than the retention period, in bulk, now and then.
