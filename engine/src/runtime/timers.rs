@@ -2,10 +2,11 @@
 //!
 //! Each firing is its own durable transaction (the timer's deletion and the instance's move
 //! commit together), so firings in flight share the store's group commit. The loop keeps up
-//! to `RuntimeOptions::timer_firings` of them in flight and, while more timers are due than
-//! it has room for, looks for more as soon as a quarter of the slots are free again. It does
-//! not work in rounds: a timer that falls due while others are firing waits for a free slot,
-//! never for a whole round to be committed.
+//! to `RuntimeOptions::timer_firings` of them in flight. A look reads up to 512 due timers
+//! into a queue, and firings start from the queue as slots free; the store is read again when
+//! the queue is empty (at once when the page was full, as soon as a quarter of the slots are
+//! free). It does not work in rounds: nothing waits for a batch to be committed; a timer that
+//! falls due while a queue is being worked waits for the queue's last timer to start.
 //!
 //! A timer is never fired twice at once. Only this loop starts firings, and it remembers the
 //! timers in flight: they stay in the store until their firing commits, so every look lists
@@ -19,7 +20,7 @@
 //! tight circle. Crash safety is the transaction's: a timer is gone from the store exactly
 //! when its firing is durable.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +37,9 @@ type TimerKey = (InstanceId, u64);
 
 /// What a firing task reports: which timer, and whether its firing committed.
 type Fired = (TimerKey, bool);
+
+/// How many due timers one look reads (besides those in flight or failed, which it skips).
+const PAGE: usize = 512;
 
 pub(super) async fn timer_loop(
     engine: Arc<Engine>,
@@ -55,8 +59,14 @@ pub(super) async fn timer_loop(
     let mut firing: JoinSet<Fired> = JoinSet::new();
     let mut in_flight: HashSet<TimerKey> = HashSet::new();
     let mut failed: HashMap<TimerKey, Instant> = HashMap::new();
-    // The last look found more timers due than there was room for.
+    // The last look read a full page of due timers: more may be due behind it.
     let mut backlog = false;
+    // Due timers read by the last look and not started yet: firings start from here as slots
+    // free, and the store is read again only when it is empty. Reading the store every few
+    // free slots cost more than the firings themselves under a backlog (6,000 firings/s
+    // against 9,400/s for the round loop before it, on the timers bench).
+    let mut queue: VecDeque<TimerRecord> = VecDeque::new();
+    let mut queued_at = Timestamp::UNIX_EPOCH;
     // When to look next when there is no backlog: the next due time, at most `poll` away.
     let mut look_at = Instant::now();
     let mut wake: Pin<Box<tokio::sync::futures::Notified<'_>>> = Box::pin(engine.wake.notified());
@@ -67,8 +77,21 @@ pub(super) async fn timer_loop(
         if *stopped.borrow() {
             break;
         }
+        while firing.len() < most {
+            let Some(timer) = queue.pop_front() else {
+                break;
+            };
+            let key = (timer.instance, timer.timer);
+            if in_flight.contains(&key) || failed.contains_key(&key) {
+                continue;
+            }
+            in_flight.insert(key);
+            spawn_firing(&mut firing, &engine, timer, queued_at);
+        }
         let room = most - firing.len();
-        let look = if backlog {
+        let look = if !queue.is_empty() {
+            false
+        } else if backlog {
             room >= refill
         } else {
             room > 0 && Instant::now() >= look_at
@@ -80,7 +103,7 @@ pub(super) async fn timer_loop(
             failed.retain(|_, until| *until > Instant::now());
             // Enough to see past the timers in flight and skipped to `room` new ones and
             // one more (whether more are due); up to `poll` ahead to know when to look next.
-            let limit = in_flight.len() + failed.len() + room + 1;
+            let limit = in_flight.len() + failed.len() + PAGE;
             let horizon = now
                 .checked_add(jiff::SignedDuration::try_from(options.poll).unwrap_or_default())
                 .unwrap_or(Timestamp::MAX);
@@ -90,8 +113,9 @@ pub(super) async fn timer_loop(
             match listed {
                 Ok(Ok(listed)) => {
                     let mut next = None;
-                    let mut started = 0;
-                    backlog = false;
+                    backlog = listed.len() == limit;
+                    queue.clear();
+                    queued_at = now;
                     for timer in listed {
                         let key = (timer.instance, timer.timer);
                         if in_flight.contains(&key) || failed.contains_key(&key) {
@@ -99,15 +123,10 @@ pub(super) async fn timer_loop(
                         }
                         if timer.due > now {
                             next = Some(timer.due);
+                            backlog = false;
                             break;
                         }
-                        if started == room {
-                            backlog = true;
-                            break;
-                        }
-                        in_flight.insert(key);
-                        spawn_firing(&mut firing, &engine, timer, now);
-                        started += 1;
+                        queue.push_back(timer);
                     }
                     if !backlog {
                         look_at = Instant::now() + pause_until(next, now, options.poll);
@@ -130,7 +149,7 @@ pub(super) async fn timer_loop(
             Some(done) = firing.join_next(), if !firing.is_empty() => {
                 collect(done, &mut in_flight, &mut failed, options.poll);
             }
-            _ = tokio::time::sleep_until(look_at), if !backlog => {}
+            _ = tokio::time::sleep_until(look_at), if !backlog && queue.is_empty() => {}
             _ = &mut wake => {
                 look_at = Instant::now();
                 wake = Box::pin(engine.wake.notified());
