@@ -18,7 +18,8 @@
 //!
 //! Sizes: CICLO_TIMERS_N (pending timers, default 1,000,000), CICLO_TIMERS_DUE_N (those due
 //! in the window, default 10,000), CICLO_TIMERS_WINDOW_MS (default 1,000),
-//! CICLO_TIMERS_LEAD_S (default 30). Without `--bench` (as `cargo test --all-targets` runs it)
+//! CICLO_TIMERS_LEAD_S (default 30). The store: CICLO_TIMERS_STORE (`sled`, the default, or
+//! `redb`) and CICLO_TIMERS_CACHE_MIB (its page cache, default 64 as in the server). Without `--bench` (as `cargo test --all-targets` runs it)
 //! it is a quick run with 2,000 timers, 200 due, and a 3-second lead.
 
 use std::cell::Cell;
@@ -45,6 +46,75 @@ steps:
 
 /// How long each instance waits: its due time is its start time plus this.
 const WAIT: SignedDuration = SignedDuration::from_hours(24);
+
+/// The store the benchmark runs on, as `ciclo serve --store` names them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    Sled,
+    Redb,
+}
+
+impl Kind {
+    fn from_env() -> Self {
+        match std::env::var("CICLO_TIMERS_STORE").as_deref() {
+            Err(_) | Ok("sled") => Kind::Sled,
+            Ok("redb") => Kind::Redb,
+            Ok(other) => panic!("CICLO_TIMERS_STORE must be sled or redb, not {other:?}"),
+        }
+    }
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Sled => "sled",
+            Kind::Redb => "redb",
+        }
+    }
+}
+
+/// One of the durable stores, opened with the page cache CICLO_TIMERS_CACHE_MIB asks for.
+enum Durable {
+    Sled(SledStore),
+    Redb(RedbStore),
+}
+
+impl Durable {
+    fn open(path: &Path) -> Self {
+        let cache = env_number("CICLO_TIMERS_CACHE_MIB", 64) * 1024 * 1024;
+        match Kind::from_env() {
+            Kind::Sled => {
+                let mut options = SledOptions::new(path);
+                options.cache_capacity = cache;
+                Durable::Sled(SledStore::open(options).expect("sled opens"))
+            }
+            Kind::Redb => {
+                let mut options = RedbOptions::new(path);
+                options.cache_size = cache as usize;
+                Durable::Redb(RedbStore::open(options).expect("redb opens"))
+            }
+        }
+    }
+    fn stats(&self) -> StoreStats {
+        match self {
+            Durable::Sled(s) => s.stats(),
+            Durable::Redb(s) => s.stats(),
+        }
+    }
+    fn close(self) {
+        match self {
+            Durable::Sled(s) => s.close().expect("sled closes"),
+            Durable::Redb(s) => s.close().expect("redb closes"),
+        }
+    }
+}
+
+impl std::ops::Deref for Durable {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            Durable::Sled(s) => s,
+            Durable::Redb(s) => s,
+        }
+    }
+}
 
 /// The environment variable that tells a child run where the filled store is.
 const CHILD_STORE: &str = "CICLO_TIMERS_CHILD_STORE";
@@ -158,8 +228,10 @@ fn main() {
         }
     );
     println!(
-        "{} pending timers on sled, {} of them due evenly over {} ms",
+        "{} pending timers on {} (page cache {} MiB), {} of them due evenly over {} ms",
         sizes.pending,
+        Kind::from_env().name(),
+        env_number("CICLO_TIMERS_CACHE_MIB", 64),
         sizes.due,
         sizes.window.as_millis()
     );
@@ -186,7 +258,11 @@ fn main() {
 /// due in the window, `sizes.lead` after their own fill began.
 fn fill(path: &Path, sizes: &Sizes) {
     let began = Instant::now();
-    let store = Arc::new(SledStore::open(SledOptions::new(path)).expect("sled opens"));
+    let store = Arc::new(Recorder {
+        inner: Durable::open(path),
+        fired: Mutex::default(),
+        sweeps: Mutex::default(),
+    });
     let engine =
         Engine::open(store.clone(), Arc::new(StartClock), Catalog::standard()).expect("opens");
     engine.deploy("timers.yaml", WAITING).expect("deploys");
@@ -211,7 +287,7 @@ fn fill(path: &Path, sizes: &Sizes) {
     let near_took = near_began.elapsed();
     drop(engine);
     match Arc::try_unwrap(store) {
-        Ok(store) => store.close().expect("sled closes"),
+        Ok(store) => store.inner.close(),
         Err(_) => panic!("the store is still shared after the fill"),
     }
     let took = began.elapsed();
@@ -265,7 +341,7 @@ fn start_all(engine: &Arc<Engine>, count: usize, started_at: impl Fn(usize) -> T
 /// The real sled store, with the moment each commit that deleted a timer returned, and how
 /// long each retention sweep (which holds sled's single writer) took.
 struct Recorder {
-    inner: SledStore,
+    inner: Durable,
     fired: Mutex<Vec<(InstanceId, u64, Timestamp)>>,
     sweeps: Mutex<Vec<(Timestamp, Duration)>>,
 }
@@ -406,7 +482,7 @@ fn fire(path: &Path, sizes: &Sizes) {
     let rss_before = rss("VmRSS:");
     let began = Instant::now();
     let recorder = Arc::new(Recorder {
-        inner: SledStore::open(SledOptions::new(path)).expect("sled reopens"),
+        inner: Durable::open(path),
         fired: Mutex::default(),
         sweeps: Mutex::default(),
     });
@@ -508,7 +584,7 @@ fn fire(path: &Path, sizes: &Sizes) {
         .iter()
     {
         println!(
-            "retention sweep (scans every instance in sled's writer thread): {:.0} ms, ended {:.1} s {} the first due time",
+            "retention sweep (scans every instance in the store's writer thread): {:.0} ms, ended {:.1} s {} the first due time",
             took.as_secs_f64() * 1e3,
             at.duration_since(first_due).as_secs_f64().abs(),
             if *at <= first_due { "before" } else { "after" }
@@ -540,7 +616,8 @@ fn fire(path: &Path, sizes: &Sizes) {
     }
     let stats = recorder.inner.stats();
     println!(
-        "sled group commit while open: {} commits in {} flushes ({:.1} per flush), apply {:.1} us per commit, flush {:.2} ms per flush",
+        "{} group commit while open: {} commits in {} flushes ({:.1} per flush), apply {:.1} us per commit, flush {:.2} ms per flush",
+        Kind::from_env().name(),
         stats.commits,
         stats.flushes,
         stats.commits as f64 / stats.flushes.max(1) as f64,

@@ -201,6 +201,34 @@ impl From<String> for Value {
     }
 }
 
+/// An amount rounded to cents (half away from zero) with thousands grouped: `1,220.00`, or
+/// `1.220,00` for the languages that write a decimal comma (it, de, es, fr, pt, nl; `it-CH`
+/// counts as `it`). For e-mails and pages; values themselves stay exact decimals.
+pub fn format_money(amount: rust_decimal::Decimal, locale: &str) -> String {
+    let rounded =
+        amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
+    let plain = format!("{:.2}", rounded.abs());
+    let (whole, cents) = plain.split_once('.').unwrap_or((&plain, "00"));
+    let language = locale.split(['-', '_']).next().unwrap_or("");
+    let (group, point) = match language {
+        "it" | "de" | "es" | "fr" | "pt" | "nl" => ('.', ','),
+        _ => (',', '.'),
+    };
+    let mut grouped = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(group);
+        }
+        grouped.push(digit);
+    }
+    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
+        "-"
+    } else {
+        ""
+    };
+    format!("{sign}{grouped}{point}{cents}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,32 +268,4 @@ mod tests {
         assert_eq!(m["a"], Value::Number("0.1".parse().unwrap()));
         assert_eq!(v.to_json().to_string(), r#"{"a":0.1,"b":[1,2.5]}"#);
     }
-}
-
-/// An amount rounded to cents (half away from zero) with thousands grouped: `1,220.00`, or
-/// `1.220,00` for the languages that write a decimal comma (it, de, es, fr, pt, nl; `it-CH`
-/// counts as `it`). For e-mails and pages; values themselves stay exact decimals.
-pub fn format_money(amount: rust_decimal::Decimal, locale: &str) -> String {
-    let rounded =
-        amount.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointAwayFromZero);
-    let plain = format!("{:.2}", rounded.abs());
-    let (whole, cents) = plain.split_once('.').unwrap_or((&plain, "00"));
-    let language = locale.split(['-', '_']).next().unwrap_or("");
-    let (group, point) = match language {
-        "it" | "de" | "es" | "fr" | "pt" | "nl" => ('.', ','),
-        _ => (',', '.'),
-    };
-    let mut grouped = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            grouped.push(group);
-        }
-        grouped.push(digit);
-    }
-    let sign = if rounded.is_sign_negative() && !rounded.is_zero() {
-        "-"
-    } else {
-        ""
-    };
-    format!("{sign}{grouped}{point}{cents}")
 }
