@@ -30,7 +30,8 @@ pub struct ServeArgs {
     /// Log format: `human` or `json`.
     #[arg(long, env = "CICLO_LOG_FORMAT")]
     pub log_format: Option<String>,
-    /// Durable store: `sled` (default) or `redb`.
+    /// Durable store: `sled` (default) or `redb`. Without it, a data folder that holds only a
+    /// redb store opens on redb.
     #[arg(long, env = "CICLO_STORE")]
     pub store: Option<String>,
     /// For demos and trials only: the engine's clock runs this many times faster than real
@@ -301,12 +302,11 @@ impl Config {
             None => None,
         }
         .unwrap_or_default();
-        let store = args
-            .store
-            .clone()
-            .or(file.store)
-            .unwrap_or_else(|| "sled".into());
-        if store != "sled" && store != "redb" {
+        let store = args.store.clone().or(file.store);
+        if let Some(store) = &store
+            && store != "sled"
+            && store != "redb"
+        {
             bail!("unknown store `{store}`: use `sled` or `redb`");
         }
         let log_format = args
@@ -368,6 +368,9 @@ impl Config {
             .clone()
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from("ciclo-data"));
+        // Not asked: the store the data folder already holds (a folder made with
+        // `--store redb` reopens on redb rather than on a new, empty sled store), else sled.
+        let store = crate::data::store_kind(&data, store.as_deref());
         let (einvoice_folder, einvoice_endpoint) = match file.einvoice {
             Some(e) => (e.folder, e.endpoint),
             None => (None, None),

@@ -412,3 +412,31 @@ async fn a_long_each_list_does_not_open_an_incident_per_item() {
         incidents["items"][1]
     );
 }
+
+/// A data folder made with `ciclo serve --store redb` and served again without `--store`
+/// reopens on redb: its instances are there. (The server opened a new, empty sled store
+/// beside it, and the waiting instance seemed lost.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_redb_data_folder_reopens_on_redb_without_the_flag() {
+    let folder = processes(&[("approval.yaml", APPROVAL)]);
+    let data = tempfile::tempdir().expect("temp");
+    let c = client();
+    let first = Server::start_with(data.path(), folder.path(), &["--store", "redb"]);
+    let (id, _) = start_approval(&c, &first).await;
+    assert_eq!(first.terminate(Duration::from_secs(30)).code(), Some(0));
+    assert!(data.path().join("store-redb").exists());
+
+    let again = Server::start(data.path(), folder.path());
+    let r = c
+        .get(format!("{}/api/instances/{id}", again.url))
+        .bearer_auth(&again.token)
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "the instance is found again");
+    assert!(
+        !data.path().join("store").exists(),
+        "no sled store was made beside the redb one"
+    );
+    assert_eq!(again.terminate(Duration::from_secs(30)).code(), Some(0));
+}
