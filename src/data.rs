@@ -28,11 +28,16 @@ pub fn open_store(data: &Path, kind: &str) -> anyhow::Result<Arc<dyn Store>> {
     })
 }
 
-/// Which store a data folder holds: `redb` when only its redb folder exists, else `sled`.
-pub fn store_kind(data: &Path, asked: Option<&str>) -> String {
+/// The store to open on a data folder: the one asked for (`sled` or `redb`, anything else
+/// refused), else the one the folder holds (`redb` when only its redb folder exists), else
+/// `sled`.
+pub fn store_kind(data: &Path, asked: Option<&str>) -> anyhow::Result<String> {
     match asked {
-        Some(kind) => kind.to_string(),
-        None if data.join("store-redb").exists() && !data.join("store").exists() => "redb".into(),
-        None => "sled".into(),
+        Some(kind @ ("sled" | "redb")) => Ok(kind.to_string()),
+        Some(kind) => anyhow::bail!("unknown store `{kind}`: use `sled` or `redb`"),
+        None if data.join("store-redb").exists() && !data.join("store").exists() => {
+            Ok("redb".into())
+        }
+        None => Ok("sled".into()),
     }
 }

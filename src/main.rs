@@ -362,7 +362,7 @@ fn user_password(
             data.display()
         );
     }
-    let store = data::open_store(data, &data::store_kind(data, store))?;
+    let store = data::open_store(data, &data::store_kind(data, store)?)?;
     let engine = ciclo_engine::runtime::Engine::open(
         store,
         std::sync::Arc::new(ciclo_engine::runtime::SystemClock),
@@ -392,7 +392,7 @@ fn token_create(
             data.display()
         );
     }
-    let store = data::open_store(data, &data::store_kind(data, store))?;
+    let store = data::open_store(data, &data::store_kind(data, store)?)?;
     let engine = ciclo_engine::runtime::Engine::open(
         store,
         std::sync::Arc::new(ciclo_engine::runtime::SystemClock),

@@ -303,12 +303,6 @@ impl Config {
         }
         .unwrap_or_default();
         let store = args.store.clone().or(file.store);
-        if let Some(store) = &store
-            && store != "sled"
-            && store != "redb"
-        {
-            bail!("unknown store `{store}`: use `sled` or `redb`");
-        }
         let log_format = args
             .log_format
             .clone()
@@ -368,9 +362,9 @@ impl Config {
             .clone()
             .or(file.data)
             .unwrap_or_else(|| PathBuf::from("ciclo-data"));
-        // Not asked: the store the data folder already holds (a folder made with
+        // The store asked for, else the one the data folder already holds (a folder made with
         // `--store redb` reopens on redb rather than on a new, empty sled store), else sled.
-        let store = crate::data::store_kind(&data, store.as_deref());
+        let store = crate::data::store_kind(&data, store.as_deref())?;
         let (einvoice_folder, einvoice_endpoint) = match file.einvoice {
             Some(e) => (e.folder, e.endpoint),
             None => (None, None),

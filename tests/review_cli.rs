@@ -207,3 +207,50 @@ fn shipped_examples_validate() {
         );
     }
 }
+
+/// `--store` with a name that is no store is refused by every command that opens a data
+/// folder, and nothing is made in the folder (token create used to open a new sled store).
+#[test]
+fn an_unknown_store_is_refused_before_the_folder_is_touched() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().to_str().unwrap();
+    let runs: [&[&str]; 3] = [
+        &[
+            "token", "create", "--role", "admin", "--data", folder, "--store", "mongo",
+        ],
+        &[
+            "user", "password", "anna", "--data", folder, "--store", "mongo",
+        ],
+        &[
+            "serve",
+            "--data",
+            folder,
+            "--store",
+            "mongo",
+            "--listen",
+            "127.0.0.1:0",
+        ],
+    ];
+    for args in runs {
+        let mut child = ciclo()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // `user password` reads the password first: a good one, so the store is what fails.
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = std::io::Write::write_all(&mut stdin, b"a good long password\n");
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("unknown store `mongo`: use `sled` or `redb`"),
+            "{args:?}: {stderr}"
+        );
+        let made: Vec<_> = std::fs::read_dir(data.path()).unwrap().collect();
+        assert!(made.is_empty(), "{args:?} made {made:?}");
+    }
+}
