@@ -29,15 +29,30 @@ pub fn open_store(data: &Path, kind: &str) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 /// The store to open on a data folder: the one asked for (`sled` or `redb`, anything else
-/// refused), else the one the folder holds (`redb` when only its redb folder exists), else
-/// `sled`.
+/// refused), else the one the folder holds, else `sled` for a new folder. Asking for the store
+/// the folder does not hold is refused, as is asking for none of a folder that holds both:
+/// either would open an empty store beside the folder's own, whose instances would seem lost.
 pub fn store_kind(data: &Path, asked: Option<&str>) -> anyhow::Result<String> {
+    let sled = data.join("store").exists();
+    let redb = data.join("store-redb").exists();
+    let held = |kind: &str| if kind == "sled" { sled } else { redb };
     match asked {
-        Some(kind @ ("sled" | "redb")) => Ok(kind.to_string()),
-        Some(kind) => anyhow::bail!("unknown store `{kind}`: use `sled` or `redb`"),
-        None if data.join("store-redb").exists() && !data.join("store").exists() => {
-            Ok("redb".into())
+        Some(kind @ ("sled" | "redb")) => {
+            let other = if kind == "sled" { "redb" } else { "sled" };
+            if !held(kind) && held(other) {
+                anyhow::bail!(
+                    "the data folder {} holds a {other} store, not a {kind} one: use --store {other} (or give another --data folder for a new {kind} store)",
+                    data.display()
+                );
+            }
+            Ok(kind.to_string())
         }
+        Some(kind) => anyhow::bail!("unknown store `{kind}`: use `sled` or `redb`"),
+        None if sled && redb => anyhow::bail!(
+            "the data folder {} holds both a sled store (store/) and a redb store (store-redb/): say which with --store sled or --store redb",
+            data.display()
+        ),
+        None if redb => Ok("redb".into()),
         None => Ok("sled".into()),
     }
 }

@@ -254,3 +254,53 @@ fn an_unknown_store_is_refused_before_the_folder_is_touched() {
         assert!(made.is_empty(), "{args:?} made {made:?}");
     }
 }
+
+/// A data folder's own store is never shadowed by a new, empty one beside it: asking for the
+/// store it does not hold is refused (and makes nothing), and so is asking for none of a
+/// folder that holds both.
+#[test]
+fn the_store_a_folder_does_not_hold_is_refused() {
+    let data = tempfile::tempdir().unwrap();
+    let folder = data.path().to_str().unwrap();
+    let token = |extra: &[&str]| {
+        ciclo()
+            .args(["token", "create", "--role", "admin", "--data", folder])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = token(&["--store", "redb"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        token(&[]).status.success(),
+        "a redb-only folder opens on redb"
+    );
+
+    for extra in [
+        &["--store", "sled"][..],
+        &["--store", "sled", "--user", "nobody"],
+    ] {
+        let out = token(extra);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains("holds a redb store, not a sled one: use --store redb"),
+            "{stderr}"
+        );
+        assert!(
+            !data.path().join("store").exists(),
+            "no sled store was made"
+        );
+    }
+
+    std::fs::create_dir(data.path().join("store")).unwrap();
+    let out = token(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds both a sled store"), "{stderr}");
+    assert!(token(&["--store", "redb"]).status.success(), "{stderr}");
+}
